@@ -1,0 +1,88 @@
+"""FGSM, the one-step attack used *during training* (eq. 2, 3 and 5 of the paper).
+
+* untargeted FGSM (Goodfellow et al.), the one-step solution of eq. (2):
+  ``x_adv = clip(x + eps * sign(grad_x L(x, y)), 0, 1)``
+* targeted FGSM (Kurakin et al.), eq. (5), the one-step solution of eq. (3)/(4):
+  ``x_adv = clip(x - eps * sign(grad_x L(x, y_target)), 0, 1)``
+
+``eps`` is a float or one value per sample (Algorithm 1 draws ``eps ~ U[0, eps_max]`` per
+couple, ``eps_max = 0.025``, section 4.2). The attacks for *evaluation* (PGD, CW, MI-FGSM) live in
+:mod:`mtlat_edu.attacks`.
+
+Only the gradient with respect to the input is computed (``torch.autograd.grad``), so no weight
+gradient is wasted: the cost is one forward and one backward-to-input pass.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checks import check_range
+
+EPS_MAX = 0.025
+
+
+def sample_eps(n: int, eps_max: float = EPS_MAX, *, per_batch: bool = False,
+               generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Draw ``eps ~ U[0, eps_max]``: one per sample (Algorithm 1), or one for the batch."""
+    check_range(eps_max, "eps_max", 0.0, 1.0)
+    device = generator.device if generator is not None else (device or "cpu")
+    u = torch.rand(1 if per_batch else n, generator=generator, device=device)
+    return (u * eps_max).expand(n) if per_batch else u * eps_max
+
+
+def random_targets(y: torch.Tensor, num_classes: int, *, exclude_true: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``y_target ~ U{0..N-1}`` as in Algorithm 1; with ``exclude_true`` uniform over the N-1 other classes."""
+    device = generator.device if generator is not None else y.device
+    n = y.shape[0]
+    if exclude_true:
+        shift = torch.randint(1, num_classes, (n,), generator=generator, device=device).to(y.device)
+        return (y + shift) % num_classes
+    return torch.randint(0, num_classes, (n,), generator=generator, device=device).to(y.device)
+
+
+@torch.no_grad()
+def least_likely_targets(model, x: torch.Tensor) -> torch.Tensor:
+    """The class the model finds least likely for each image (Kurakin et al.'s "LL" target)."""
+    return model(x).argmin(dim=1)
+
+
+TARGET_SELECTION = {
+    "random": lambda model, x, y, n, g: random_targets(y, n, generator=g),
+    "random_other": lambda model, x, y, n, g: random_targets(y, n, exclude_true=True, generator=g),
+    "least_likely": lambda model, x, y, n, g: least_likely_targets(model, x),
+}
+
+
+def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``grad_x L(x, target)`` for hard (B,) or soft (B, N) targets, with the loss summed over the
+    batch so that each sample's gradient does not depend on the batch size."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    if target.dim() == 1:
+        loss = F.cross_entropy(logits.float(), target, reduction="sum")
+    else:
+        loss = -(target * F.log_softmax(logits.float(), dim=1)).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _step(x: torch.Tensor, grad: torch.Tensor, eps, sign: float) -> torch.Tensor:
+    check_range(eps, "eps", 0.0, 1.0)
+    e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    e = e.view(-1, 1, 1, 1) if e.dim() else e
+    return (x + sign * e * grad.sign()).clamp_(0, 1).detach()
+
+
+def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps) -> torch.Tensor:
+    """Untargeted FGSM: a step of size ``eps`` that *increases* ``L(x, y)`` (eq. 2), clipped to [0, 1]."""
+    return _step(x, input_gradient(model, x, y), eps, +1.0)
+
+
+def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps) -> torch.Tensor:
+    """Targeted FGSM, eq. (5): ``x - eps * sign(grad_x L(x, y_target))``, clipped to [0, 1].
+
+    The step *decreases* the loss towards ``y_target``, pushing the image towards that class.
+    """
+    return _step(x, input_gradient(model, x, y_target), eps, -1.0)

@@ -1,0 +1,97 @@
+"""Cost of a training step per method, measured side by side in one run.
+
+``python -m mtlat_edu.bench`` (or ``mtlat-edu bench-step``) times full optimisation steps
+(loss, backward, Adam update) of each method on the same model, batch and device, interleaving
+the methods in rounds so that machine noise hits them alike, and prints the median step time,
+the images per second and the ratio to ``standard``. Every method puts the same number of
+images (the batch size) in its loss; the adversarial ones also run one forward and
+backward-to-input pass over half of them, so the ideal M-TLAT / standard ratio is about 1.5x.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from .data import load_dataset
+from .methods import METHODS, MethodConfig, get_method
+from .models import build_model
+
+
+def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=128, image_size=32,
+               rounds=5, steps_per_round=3, device=None, amp=True, channels_last=True,
+               compile=False, seed=0) -> dict[str, dict]:
+    """Median seconds per step and images per second for each method (interleaved rounds)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    model = build_model(model_name, 10).to(device)
+    mem = torch.channels_last if (device.type == "cuda" and channels_last) else torch.contiguous_format
+    model = model.to(memory_format=mem)
+    run_model = torch.compile(model) if (compile and device.type == "cuda") else model
+    opt = torch.optim.Adam(model.parameters(), lr=0.002, weight_decay=1e-4)
+    data = load_dataset("synthetic", "train", image_size=image_size).subset(batch_size)
+    x = data.float_images(device=device).contiguous(memory_format=mem)
+    y = data.labels.to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    cfg = MethodConfig(num_classes=10)
+    use_amp = amp and device.type == "cuda"
+
+    def step(fn):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = fn(run_model, x, y, cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fns = {m: get_method(m) for m in methods}
+    model.train()
+    for fn in fns.values():          # warm-up (and compilation)
+        for _ in range(2):
+            step(fn)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(rounds):
+        for m, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps_per_round):
+                step(fn)
+            sync()
+            times[m].append((time.perf_counter() - t0) / steps_per_round)
+    base = statistics.median(times[methods[0]])
+    out = {}
+    for m in methods:
+        med = statistics.median(times[m])
+        out[m] = {"seconds_per_step": med, "images_per_second": batch_size / med, "ratio": med / base}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="mtlat-edu bench-step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=["standard", "mtlat"], choices=list(METHODS))
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps-per-round", type=int, default=3)
+    p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true")
+    args = p.parse_args(argv)
+    res = time_steps(tuple(args.methods), args.model, args.batch_size, args.image_size, args.rounds,
+                     args.steps_per_round, args.device, compile=args.compile)
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"model {args.model}, batch {args.batch_size}, {args.image_size} px, device {name}, torch {torch.__version__}")
+    print(f"{'method':<12} {'s/step':>9} {'img/s':>9} {'ratio':>7}")
+    for m, r in res.items():
+        print(f"{m:<12} {r['seconds_per_step']:>9.4f} {r['images_per_second']:>9.1f} {r['ratio']:>6.2f}x")
+    return res
+
+
+if __name__ == "__main__":
+    main()

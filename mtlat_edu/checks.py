@@ -1,0 +1,44 @@
+"""Input validation shared by every module: clear errors naming the argument and the allowed range."""
+from __future__ import annotations
+
+import torch
+
+
+def check_images(x: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Images must be a floating NCHW tensor with values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-d NCHW batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a float tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{name}: values must lie in [0, 1], got min {x.min().item():.4g} and max {x.max().item():.4g}"
+        )
+    return x
+
+
+def check_labels(y: torch.Tensor, num_classes: int, batch: int | None = None, name: str = "labels") -> torch.Tensor:
+    """Hard labels: an int64 vector of class indices in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name}: expected a 1-d integer tensor of class indices, got {getattr(y, 'shape', y)!r}")
+    if batch is not None and y.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} labels (one per image), got {y.shape[0]}")
+    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name}: class indices must lie in [0, {num_classes - 1}]")
+    return y
+
+
+def check_range(value, name: str, low: float, high: float, low_open: bool = False) -> None:
+    """A float (or a tensor of floats) in [low, high] (or (low, high] with ``low_open``)."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    bad_low = (t <= low) if low_open else (t < low)
+    if t.numel() == 0 or bool(bad_low.any()) or bool((t > high).any()):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name}: must lie in {bracket}{low}, {high}], got {value!r}")
+
+
+def check_positive(value: float, name: str) -> None:
+    if not value > 0:
+        raise ValueError(f"{name}: must be > 0, got {value!r}")

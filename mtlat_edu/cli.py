@@ -1,0 +1,102 @@
+"""The ``mtlat-edu`` command line: ``train``, ``bench-step`` (and more as the package grows).
+
+Examples::
+
+    mtlat-edu train --method standard mixup tlat mtlat --model small_cnn --dataset synthetic --epochs 3
+    mtlat-edu train --method mtlat --dataset cifar10 --data-root ../shared/data/cifar10-jpeg --train-limit 10000
+    mtlat-edu bench-step --model resnet18 --batch-size 128
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from . import io as mio
+from .methods import METHODS
+from .models import MODELS
+from .data import AUGMENTATIONS, DATASETS
+
+
+def default_run_dir(root, cfg) -> Path:
+    """``<root>/<dataset>-<model>/<method>`` (one folder per trained model)."""
+    return Path(root) / f"{cfg.dataset}-{cfg.model}" / cfg.method
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+    d = TrainConfig()
+    p.add_argument("--method", nargs="+", default=[d.method], choices=list(METHODS),
+                   help="one or more training methods (Tables 1-3); each is trained in turn")
+    p.add_argument("--model", default=d.model, choices=list(MODELS))
+    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
+    p.add_argument("--data-root", default=None, help="dataset folder (ImageFolder tree with train/ and test/, ...)")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="class-balanced subset of the training set")
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--alpha", type=float, default=d.alpha, help="Mixup Beta(alpha, alpha), eq. (1)")
+    p.add_argument("--eps-max", type=float, default=d.eps_max, help="training FGSM eps ~ U[0, eps_max]")
+    p.add_argument("--per-batch", action="store_true", help="one lambda and one eps per batch instead of per couple")
+    p.add_argument("--target", default=d.target, choices=["random", "random_other", "least_likely"])
+    p.add_argument("--augment", default=d.augment, choices=list(AUGMENTATIONS))
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--runs", default="runs", help="root folder of the run folders")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, fit
+    rows = []
+    for method in args.method:
+        cfg = TrainConfig(
+            method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
+            image_size=args.image_size, train_limit=args.train_limit, test_limit=args.test_limit,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
+            augment=args.augment, seed=args.seed, device=args.device, amp=not args.no_amp, compile=args.compile,
+        )
+        out = default_run_dir(args.runs, cfg)
+        res = fit(cfg, out, resume=not args.no_resume)
+        rows.append((method, res.test_acc, out))
+    print(f"\n{'method':<12} {'clean acc':>9}  run folder")
+    for m, acc, out in rows:
+        print(f"{m:<12} {100 * acc:>8.2f}%  {out}")
+    return 0
+
+
+def cmd_bench_step(argv) -> int:
+    from .bench import main as bench_main
+    bench_main(argv)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtlat-edu", description="M-TLAT (ECCV 2020) for learning and research")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_train_args(sub.add_parser("train", help="train one or more methods with the paper's recipe"))
+    sub.add_parser("bench-step", help="time a training step per method (ratio to standard)", add_help=False)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench-step":
+        return cmd_bench_step(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mtlat-edu: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

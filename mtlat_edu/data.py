@@ -1,0 +1,397 @@
+"""Datasets as uint8 tensors, a decoded-tensor cache, and batching on the device.
+
+Registry ``DATASETS`` (name -> loader ``fn(split, root, **kw) -> ImageData``):
+
+* ``cifar10``      CIFAR-10 through ``torchvision.datasets.CIFAR10`` (downloads when online), or an
+                   ImageFolder tree with ``train/`` and ``test/`` (e.g. ``../shared/data/cifar10-jpeg``)
+* ``imagefolder``  any ImageFolder tree with ``train/`` and ``test/`` (Imagenette-style sets, ...)
+* ``imagenet100``  the paper's ImageNet-100 protocol (section 4.2) over a user's ImageNet ``train/``
+* ``synthetic``    a small *generated* dataset for offline smoke runs and tests (not real data)
+
+Every loader returns an :class:`ImageData` whose images are uint8 NCHW (compact: CIFAR-10's
+training set is 150 MB) and converts to float [0, 1] only per batch. The first load of a
+folder-based dataset decodes every image and caches the result under ``data/cache``; the second
+load reads one tensor file. :class:`DeviceBatches` keeps a whole dataset on the device and cuts
+batches there, with no DataLoader workers (airbench's approach).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision import datasets as tvd
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+
+from . import io as mio
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageData:
+    """A labelled image set held as tensors: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images: expected uint8 NCHW, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels: expected shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def float_images(self, idx=slice(None), device=None) -> torch.Tensor:
+        """Images ``idx`` as float [0, 1] on ``device``."""
+        x = self.images[idx]
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        return x.float().div_(255)
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageData":
+        """A class-balanced random subset of ``n`` images (all images when ``n`` is None or too big)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"limit: must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        per = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
+        per = [p[torch.randperm(len(p), generator=g)] for p in per]
+        # round-robin over classes keeps the subset balanced
+        order = torch.stack([p[: min(map(len, per))] for p in per], 1).flatten()
+        rest = torch.cat([p[min(map(len, per)):] for p in per])
+        idx = torch.cat([order, rest])[:n].sort().values
+        return ImageData(self.images[idx], self.labels[idx], self.classes, self.name)
+
+    def to(self, device) -> "ImageData":
+        return ImageData(self.images.to(device), self.labels.to(device), self.classes, self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# cache
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MTLAT_CACHE", REPO_DATA / "cache"))
+
+
+def _cached(key: str, build: Callable[[], ImageData]) -> ImageData:
+    path = cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        blob = torch.load(path, weights_only=True)
+        return ImageData(blob["images"], blob["labels"], list(blob["classes"]), blob["name"])
+    data = build()
+    mio.save_torch(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
+                          "name": data.name, "key": key})
+    return data
+
+
+def _tree_key(folder: Path) -> str:
+    """A cheap fingerprint of a folder tree: class names, file counts and newest mtime."""
+    parts = []
+    for cdir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = list(cdir.iterdir())
+        parts.append(f"{cdir.name}:{len(files)}:{max((f.stat().st_mtime_ns for f in files), default=0)}")
+    return "|".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+def _decode(path: str, size: int | None) -> torch.Tensor:
+    img = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    if size is not None and tuple(img.shape[-2:]) != (size, size):
+        img = v2.functional.resize(img, [size, size], antialias=True)
+    return img
+
+
+def decode_files(files: list[str], size: int | None = None, workers: int | None = None) -> torch.Tensor:
+    """Decode image files (JPEG/PNG) into one uint8 NCHW tensor, resized to ``size`` x ``size``."""
+    if not files:
+        raise ValueError("files: no image files to decode")
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        imgs = list(pool.map(lambda f: _decode(f, size), files, chunksize=256))
+    shapes = {tuple(i.shape) for i in imgs}
+    if len(shapes) != 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them")
+    return torch.stack(imgs)
+
+
+def _folder_split(split_dir: Path, size: int | None, name: str) -> ImageData:
+    ds = tvd.ImageFolder(str(split_dir))
+    files = [p for p, _ in ds.samples]
+    labels = torch.tensor([c for _, c in ds.samples], dtype=torch.int64)
+    return ImageData(decode_files(files, size), labels, list(ds.classes), name)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+
+
+def _is_folder_tree(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def load_imagefolder(split: str, root, image_size: int | None = None, cache: bool = True) -> ImageData:
+    """An ImageFolder tree ``root/{train,test}/<class>/*.jpg`` as uint8 tensors (cached)."""
+    _check_split(split)
+    root = Path(root).expanduser()
+    if not _is_folder_tree(root):
+        raise FileNotFoundError(
+            f"data_root: {root} is not an ImageFolder tree with train/ and test/ sub-folders "
+            f"(expected {root}/train/<class>/<image> and {root}/test/<class>/<image>)")
+    split_dir = root / split
+    build = lambda: _folder_split(split_dir, image_size, root.name)  # noqa: E731
+    if not cache:
+        return build()
+    return _cached(f"folder|{root.resolve()}|{split}|{image_size}|{_tree_key(split_dir)}", build)
+
+
+def load_cifar10(split: str, root=None, download: bool = True, cache: bool = True,
+                 image_size: int | None = None) -> ImageData:
+    """CIFAR-10: an ImageFolder copy when ``root`` holds ``train/`` and ``test/``, else torchvision's.
+
+    With ``root=None`` the shared JPEG copy next to the repository is used when present, then
+    ``data/``. torchvision's loader downloads the archive when it is missing; offline that fails
+    with an error saying how to point the package at a local copy.
+    """
+    _check_split(split)
+    if root is None:
+        root = SHARED_CIFAR if _is_folder_tree(SHARED_CIFAR) else REPO_DATA
+    root = Path(root).expanduser()
+    if _is_folder_tree(root):
+        data = load_imagefolder(split, root, image_size=image_size, cache=cache)
+        data.name = "cifar10"
+        return data
+    try:
+        ds = tvd.CIFAR10(str(root), train=(split == "train"), download=download)
+    except Exception as exc:  # URLError, socket errors, checksum errors...
+        raise RuntimeError(
+            f"cifar10: could not load or download CIFAR-10 into {root} ({type(exc).__name__}: {exc}). "
+            "Without internet access, point the package at a local copy: either put torchvision's "
+            f"'cifar-10-batches-py' folder (or cifar-10-python.tar.gz) in {root}, or pass "
+            "data_root=<folder with train/ and test/ ImageFolder trees>, e.g. "
+            "--data-root ../shared/data/cifar10-jpeg") from exc
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    if image_size is not None and images.shape[-1] != image_size:
+        images = v2.functional.resize(images, [image_size, image_size], antialias=True)
+    return ImageData(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes), "cifar10")
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-100 (section 4.2)
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
+
+
+def imagenet100_split(train_root, num_classes: int = 100, test_fraction: float = 0.1,
+                      seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+    """The paper's ImageNet-100 protocol as file lists (section 4.2).
+
+    ``num_classes`` classes of ``train_root`` (an ImageNet ``train/`` folder of class folders) are
+    chosen at random with ``seed``; in each, ``test_fraction`` of the images (rounded, at least 1)
+    are held out as the test split. Returns ``{"train": [(path, label)], "test": [...], "classes": [...]}``.
+    """
+    root = Path(train_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root: ImageNet train folder {root} does not exist")
+    all_classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(all_classes) < num_classes:
+        raise ValueError(f"num_classes: {root} has {len(all_classes)} class folders, fewer than {num_classes}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: must lie in (0, 1), got {test_fraction}")
+    rng = random.Random(seed)
+    classes = sorted(rng.sample(all_classes, num_classes))
+    out: dict = {"train": [], "test": [], "classes": classes}
+    for label, cname in enumerate(classes):
+        files = sorted(str(f) for f in (root / cname).iterdir() if f.suffix in IMG_EXTENSIONS)
+        rng.shuffle(files)
+        k = max(1, round(len(files) * test_fraction))
+        out["test"] += [(f, label) for f in files[:k]]
+        out["train"] += [(f, label) for f in files[k:]]
+    return out
+
+
+def load_imagenet100(split: str, root, image_size: int = 224, seed: int = 0, num_classes: int = 100,
+                     cache: bool = True) -> ImageData:
+    """ImageNet-100 (section 4.2) held in memory as uint8, images resized to ``image_size``.
+
+    Memory: 100k images at 224 px are about 15 GB of uint8; for that size prefer
+    :class:`FileListDataset` with a DataLoader.
+    """
+    _check_split(split)
+    lists = imagenet100_split(root, num_classes=num_classes, seed=seed)
+    files, labels = zip(*lists[split]) if lists[split] else ((), ())
+
+    def build():
+        return ImageData(decode_files(list(files), image_size), torch.tensor(labels, dtype=torch.int64),
+                         lists["classes"], "imagenet100")
+    if not cache:
+        return build()
+    key = f"in100|{Path(root).resolve()}|{split}|{image_size}|{seed}|{num_classes}|{len(files)}"
+    return _cached(key, build)
+
+
+class FileListDataset(torch.utils.data.Dataset):
+    """A (path, label) list decoded lazily, for DataLoader streaming of large sets (ImageNet-100)."""
+
+    def __init__(self, samples: list[tuple[str, int]], image_size: int = 224):
+        self.samples, self.image_size = samples, image_size
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return _decode(path, self.image_size), label
+
+
+# ---------------------------------------------------------------------------------------------
+# the generated dataset (offline smoke runs and tests only)
+
+def make_synthetic(n: int = 2000, seed: int = 0, image_size: int = 32, num_classes: int = 10) -> ImageData:
+    """A *generated* 10-class dataset: oriented colour gratings under noise. Not real data.
+
+    Class ``k`` is a sinusoidal grating at angle ``k * pi / num_classes`` tinted with the
+    ``k``-th hue; each image gets a random frequency, phase, contrast, brightness and Gaussian
+    noise. It is deterministic in ``seed`` and learnable: a small CNN reaches well above chance
+    in a few seconds of CPU training.
+    """
+    if n < num_classes:
+        raise ValueError(f"n: must be >= num_classes ({num_classes}), got {n}")
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % num_classes
+    labels = labels[torch.randperm(n, generator=g)]
+    s = image_size
+    yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32),
+                            indexing="ij")
+    theta = labels.float() * math.pi / num_classes
+    freq = (2.0 + 2.0 * torch.rand(n, generator=g)) / s * 2 * math.pi
+    phase = 2 * math.pi * torch.rand(n, generator=g)
+    proj = xx[None] * torch.cos(theta)[:, None, None] + yy[None] * torch.sin(theta)[:, None, None]
+    wave = torch.sin(freq[:, None, None] * proj + phase[:, None, None])           # (n, s, s)
+    # the hue only loosely follows the class (a jitter of +-0.6 rad), the orientation defines it
+    hue = labels.float() / num_classes * 2 * math.pi + 1.2 * (torch.rand(n, generator=g) - 0.5)
+    tint = torch.stack([torch.cos(hue + o) for o in (0.0, 2.094, 4.189)], 1) * 0.25 + 0.5  # (n, 3)
+    contrast = 0.08 + 0.12 * torch.rand(n, 1, 1, 1, generator=g)
+    bright = 0.35 + 0.3 * torch.rand(n, 1, 1, 1, generator=g)
+    img = bright * tint[:, :, None, None] * 1.3 + contrast * wave[:, None] * tint[:, :, None, None]
+    img = img + 0.22 * torch.randn(n, 3, s, s, generator=g)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageData(images, labels.long(), [f"grating_{k}" for k in range(num_classes)], "synthetic")
+
+
+def load_synthetic(split: str, root=None, n: int | None = None, seed: int = 0, image_size: int = 32) -> ImageData:
+    """The generated dataset: 2,000 train / 500 test images by default, disjoint seeds."""
+    _check_split(split)
+    n = n or (2000 if split == "train" else 500)
+    return make_synthetic(n, seed=seed * 2 + (0 if split == "train" else 1), image_size=image_size)
+
+
+DATASETS: dict[str, Callable[..., ImageData]] = {
+    "cifar10": lambda split, root=None, image_size=None: load_cifar10(split, root, image_size=image_size),
+    "imagefolder": lambda split, root=None, image_size=None: load_imagefolder(split, _need_root(root), image_size),
+    "imagenet100": lambda split, root=None, image_size=None: load_imagenet100(split, _need_root(root), image_size or 224),
+    "synthetic": lambda split, root=None, image_size=None: load_synthetic(split, image_size=image_size or 32),
+}
+
+
+def _need_root(root):
+    if root is None:
+        raise ValueError("data_root: this dataset needs a folder; pass data_root=... (--data-root)")
+    return root
+
+
+def load_dataset(name: str, split: str, root=None, image_size: int | None = None,
+                 limit: int | None = None, seed: int = 0) -> ImageData:
+    """Load a registered dataset split, optionally a class-balanced subset of ``limit`` images."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown name {name!r}; valid names: {', '.join(DATASETS)}")
+    _check_split(split)
+    return DATASETS[name](split, root, image_size).subset(limit, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# batching on the device, and batched augmentation
+
+class DeviceBatches:
+    """Iterate over an :class:`ImageData` in float [0, 1] batches cut on ``device``.
+
+    The uint8 images are moved to the device once; each epoch draws a permutation from
+    ``generator`` (a CPU generator, so runs repeat on any device). ``drop_last`` keeps every
+    batch the same size (the adversarial methods need an even one).
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, device="cpu", shuffle: bool = False,
+                 drop_last: bool = False, generator: torch.Generator | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+
+    def __len__(self) -> int:
+        n = self.labels.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = self.labels.shape[0]
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.images[idx].float().div_(255), self.labels[idx]
+
+
+def flip_crop(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random horizontal flip and random crop after ``pad`` px of reflection padding.
+
+    torchvision's v2 transforms draw one set of parameters per call (the same for a whole
+    batch); this draws them per image, batched, on the images' device.
+    """
+    n, c, h, w = x.shape
+    dev = generator.device if generator is not None else x.device
+    flip = torch.rand(n, generator=generator, device=dev).to(x.device) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if pad <= 0:
+        return x
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return xp[torch.arange(n, device=x.device)[:, None, None, None],
+              torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+AUGMENTATIONS: dict[str, Callable] = {
+    "none": lambda x, g=None: x,
+    "flipcrop": lambda x, g=None: flip_crop(x, 4, g),
+}

@@ -1,0 +1,66 @@
+"""Mixup, eq. (1) of the paper (Zhang et al., 2018).
+
+``x_mix = lam * x_i + (1 - lam) * x_j`` and ``y_mix = lam * y_i + (1 - lam) * y_j`` with
+``lam ~ Beta(alpha, alpha)``; the paper uses ``alpha = 0.4`` (section 4.2).
+
+Pairs are formed inside a batch: image ``i`` is mixed with image ``perm[i]`` for a random
+permutation ``perm`` (as timm does with a flipped batch), so a batch of B images gives B mixed
+couples for the price of none extra. Algorithm 1 draws one ``lam`` per couple; ``per_batch=True``
+draws a single ``lam`` for the whole batch (the original Mixup implementation).
+"""
+from __future__ import annotations
+
+import torch
+
+from .checks import check_positive
+
+DEFAULT_ALPHA = 0.4
+
+
+def sample_lambda(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = False,
+                  generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Draw ``n`` mixing ratios ``lam ~ Beta(alpha, alpha)`` (all equal with ``per_batch``).
+
+    Beta samples are drawn as ``G1 / (G1 + G2)`` with ``G1, G2 ~ Gamma(alpha, 1)`` so that a
+    ``torch.Generator`` controls them (``torch.distributions`` takes no generator).
+    """
+    check_positive(alpha, "alpha")
+    device = generator.device if generator is not None else (device or "cpu")
+    m = 1 if per_batch else n
+    conc = torch.full((2, m), float(alpha), device=device)
+    g = torch._standard_gamma(conc, generator=generator) if generator is not None else torch._standard_gamma(conc)
+    lam = g[0] / (g[0] + g[1]).clamp_min(1e-12)
+    return lam.expand(n) if per_batch else lam
+
+
+def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor):
+    """Eq. (1) on a batch: mix sample ``i`` with sample ``perm[i]`` using ``lam[i]``.
+
+    Args:
+        x: (B, C, H, W) images in [0, 1].
+        y_soft: (B, N) label vectors (one-hot or already soft).
+        lam: (B,) mixing ratios in [0, 1] (or a float).
+        perm: (B,) indices of the partners.
+
+    Returns ``(x_mix, y_mix)``; convex combinations keep images in [0, 1] and labels summing to 1.
+    """
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    if lam.dim() == 0:
+        lam = lam.expand(x.shape[0])
+    if lam.shape != (x.shape[0],):
+        raise ValueError(f"lam: expected a float or shape ({x.shape[0]},), got {tuple(lam.shape)}")
+    lx = lam.view(-1, 1, 1, 1)
+    ly = lam.view(-1, 1).to(y_soft.dtype)
+    x_mix = lx * x + (1 - lx) * x[perm]
+    y_mix = ly * y_soft + (1 - ly) * y_soft[perm]
+    return x_mix, y_mix
+
+
+def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_ALPHA, *,
+                 per_batch: bool = False, generator: torch.Generator | None = None):
+    """Eq. (1) with fresh ``lam ~ Beta(alpha, alpha)`` and a random pairing; returns ``(x_mix, y_mix, lam)``."""
+    n = x.shape[0]
+    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=x.device)
+    perm = torch.randperm(n, generator=generator, device=lam.device).to(x.device)
+    x_mix, y_mix = mixup(x, y_soft, lam.to(x.device), perm)
+    return x_mix, y_mix, lam
