@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_range
+from .checks import check_images, check_range
 
 EPS_MAX = 0.025
 
@@ -57,32 +57,48 @@ TARGET_SELECTION = {
 
 def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``grad_x L(x, target)`` for hard (B,) or soft (B, N) targets, with the loss summed over the
-    batch so that each sample's gradient does not depend on the batch size."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    if target.dim() == 1:
-        loss = F.cross_entropy(logits.float(), target, reduction="sum")
-    else:
-        loss = -(target * F.log_softmax(logits.float(), dim=1)).sum()
-    (grad,) = torch.autograd.grad(loss, x)
+    batch so that each sample's gradient does not depend on the batch size. Works inside
+    ``torch.no_grad()`` blocks too (gradients are enabled locally)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        if target.dim() == 1:
+            loss = F.cross_entropy(logits.float(), target, reduction="sum")
+        else:
+            loss = -(target * F.log_softmax(logits.float(), dim=1)).sum()
+        (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 
 def _step(x: torch.Tensor, grad: torch.Tensor, eps, sign: float) -> torch.Tensor:
-    check_range(eps, "eps", 0.0, 1.0)
     e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     e = e.view(-1, 1, 1, 1) if e.dim() else e
     return (x + sign * e * grad.sign()).clamp_(0, 1).detach()
 
 
-def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps) -> torch.Tensor:
-    """Untargeted FGSM: a step of size ``eps`` that *increases* ``L(x, y)`` (eq. 2), clipped to [0, 1]."""
+def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
+    """Untargeted FGSM: a step of size ``eps`` that *increases* ``L(x, y)`` (eq. 2), clipped to [0, 1].
+
+    ``validate=False`` skips the input checks (the training loop's data is valid by construction
+    and checking values would synchronise the GPU at every step).
+    """
+    if validate:
+        _validate(x, y, eps)
     return _step(x, input_gradient(model, x, y), eps, +1.0)
 
 
-def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps) -> torch.Tensor:
+def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
     """Targeted FGSM, eq. (5): ``x - eps * sign(grad_x L(x, y_target))``, clipped to [0, 1].
 
     The step *decreases* the loss towards ``y_target``, pushing the image towards that class.
     """
+    if validate:
+        _validate(x, y_target, eps)
     return _step(x, input_gradient(model, x, y_target), eps, -1.0)
+
+
+def _validate(x, y, eps):
+    check_images(x, "x")
+    check_range(eps, "eps", 0.0, 1.0)
+    if y.dim() != 1 or y.is_floating_point() or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y: expected {x.shape[0]} integer class indices (one per image), got {tuple(y.shape)}")

@@ -24,7 +24,7 @@ def _per_sample(eps, ref: torch.Tensor) -> torch.Tensor:
     return eps.reshape(-1, 1) if eps.dim() else eps
 
 
-def tlat_labels(y_soft: torch.Tensor, y_target: torch.Tensor, eps) -> torch.Tensor:
+def tlat_labels(y_soft: torch.Tensor, y_target: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
     """Targeted Labeling, eq. (4) (and eq. (6) when ``y_soft`` is a Mixup label).
 
     ``y_adv = (1 - eps) * y_clean + eps * y_target``: the ground-truth (or Mixup) label keeps
@@ -34,20 +34,23 @@ def tlat_labels(y_soft: torch.Tensor, y_target: torch.Tensor, eps) -> torch.Tens
         y_soft: (B, N) probability vectors (one-hot or Mixup labels).
         y_target: (B,) target class indices used to craft the adversarial examples.
         eps: the perturbation amount of each sample, a float or a (B,) tensor in [0, 1].
+        validate: check ``eps`` (off in the training loop: a value check would sync the GPU).
     """
-    check_range(eps, "eps", 0.0, 1.0)
+    if validate:
+        check_range(eps, "eps", 0.0, 1.0)
     e = _per_sample(eps, y_soft)
     return (1 - e) * y_soft + e * one_hot(y_target, y_soft.shape[1], y_soft.dtype)
 
 
-def smooth_labels(y: torch.Tensor, num_classes: int, eps) -> torch.Tensor:
+def smooth_labels(y: torch.Tensor, num_classes: int, eps, *, validate: bool = True) -> torch.Tensor:
     """Label smoothing as section 5.4 defines it for the LS model.
 
     "the one values of the one-hot encoding vectors are replaced by 1 - eps and the zeros are
     replaced by eps / N where N is the number of classes", with ``eps`` the FGSM amount of each
     sample. Taken literally these vectors sum to ``1 - eps / N``; we keep the paper's values.
     """
-    check_range(eps, "eps", 0.0, 1.0)
+    if validate:
+        check_range(eps, "eps", 0.0, 1.0)
     hot = one_hot(y, num_classes)
     e = _per_sample(eps, hot)
     return hot * (1 - e) + (1 - hot) * (e / num_classes)

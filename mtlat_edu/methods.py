@@ -103,7 +103,7 @@ def _mix(x, y_soft, cfg: MethodConfig, g):
     n = x.shape[0]
     lam = sample_lambda(n, cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device).to(x.device)
     perm = torch.randperm(n, generator=g, device=lam.device if g is None else g.device).to(x.device)
-    return mixup(x, y_soft, lam, perm)
+    return mixup(x, y_soft, lam, perm, validate=False)
 
 
 def _eps(n, cfg: MethodConfig, g, device):
@@ -146,7 +146,7 @@ def mixup_method(model, x, y, cfg: MethodConfig, g=None):
 def fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Untargeted FGSM adversarial training (eq. 2), adversarial samples labelled ``y_clean``."""
     xc, yc, xa, ya = split_batch(x, y)
-    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device))
+    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device), validate=False)
     return two_part_loss(model, xc, yc, x_adv, ya)
 
 
@@ -154,7 +154,7 @@ def _targeted_half(model, x, y, cfg, g):
     xc, yc, xa, ya = split_batch(x, y)
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, xa, ya, cfg, g)
-    return xc, yc, targeted_fgsm(model, xa, y_t, eps), ya, y_t, eps
+    return xc, yc, targeted_fgsm(model, xa, y_t, eps, validate=False), ya, y_t, eps
 
 
 @register("target_fgsm")
@@ -168,14 +168,14 @@ def target_fgsm_method(model, x, y, cfg: MethodConfig, g=None):
 def ls_method(model, x, y, cfg: MethodConfig, g=None):
     """The LS model of section 5.4: targeted FGSM, adversarial labels smoothed with parameter eps."""
     xc, yc, x_adv, ya, _, eps = _targeted_half(model, x, y, cfg, g)
-    return two_part_loss(model, xc, yc, x_adv, smooth_labels(ya, cfg.num_classes, eps))
+    return two_part_loss(model, xc, yc, x_adv, smooth_labels(ya, cfg.num_classes, eps, validate=False))
 
 
 @register("tlat")
 def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     """TLAT, eq. (4): targeted FGSM labelled ``(1 - eps) * y_clean + eps * y_target``."""
     xc, yc, x_adv, ya, y_t, eps = _targeted_half(model, x, y, cfg, g)
-    return two_part_loss(model, xc, yc, x_adv, tlat_labels(one_hot(ya, cfg.num_classes), y_t, eps))
+    return two_part_loss(model, xc, yc, x_adv, tlat_labels(one_hot(ya, cfg.num_classes), y_t, eps, validate=False))
 
 
 @register("iat")
@@ -188,7 +188,7 @@ def iat_method(model, x, y, cfg: MethodConfig, g=None):
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
     x_mix1, y_mix1 = _mix(xc, one_hot(yc, n), cfg, g)
-    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device))
+    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device), validate=False)
     x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n), cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
@@ -205,8 +205,8 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None):
     x_mix2, y_mix2 = _mix(xa, one_hot(ya, n), cfg, g)             # lines 3-4
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, x_mix2, ya, cfg, g)
-    x_mtlat = targeted_fgsm(model, x_mix2, y_t, eps)              # line 5, eq. (6)
-    y_mtlat = tlat_labels(y_mix2, y_t, eps)                       # line 6, eq. (6)
+    x_mtlat = targeted_fgsm(model, x_mix2, y_t, eps, validate=False)              # line 5, eq. (6)
+    y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)                     # line 6, eq. (6)
     extras = {"x_mix2": x_mix2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
     return x_mix1, y_mix1, x_mtlat, y_mtlat, extras
 

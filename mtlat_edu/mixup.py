@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_positive
+from .checks import check_images, check_positive, check_range
 
 DEFAULT_ALPHA = 0.4
 
@@ -33,7 +33,7 @@ def sample_lambda(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = Fal
     return lam.expand(n) if per_batch else lam
 
 
-def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor):
+def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, validate: bool = True):
     """Eq. (1) on a batch: mix sample ``i`` with sample ``perm[i]`` using ``lam[i]``.
 
     Args:
@@ -43,7 +43,15 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam: torch.Tensor, perm: torch.
         perm: (B,) indices of the partners.
 
     Returns ``(x_mix, y_mix)``; convex combinations keep images in [0, 1] and labels summing to 1.
+    ``validate=False`` skips the value checks (used in the training loop, whose data is valid by
+    construction, to avoid a GPU synchronisation per step).
     """
+    if validate:
+        check_images(x, "x")
+        check_range(lam, "lam", 0.0, 1.0)
+        if y_soft.shape[0] != x.shape[0] or perm.shape != (x.shape[0],):
+            raise ValueError(f"y_soft, perm: expected {x.shape[0]} rows (one per image), "
+                             f"got {tuple(y_soft.shape)} and {tuple(perm.shape)}")
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
     if lam.dim() == 0:
         lam = lam.expand(x.shape[0])

@@ -65,7 +65,7 @@ PROFILES: dict[str, Profile] = {
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     "cpu": Profile(
         "cpu", dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
-        test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_epochs=6,
+        eval_limit=1000, attack_limit=500, surrogate_epochs=6,
         description="CIFAR-10, 10k training images, a small CNN: a laptop CPU in under an hour"),
     "cifar10": Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",

@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   runs the course notebooks headless with papermill (PROFILE=cpu by default)
+#   make test        runs the test suite
+# Both create .venv and install the package with its extras when missing.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= cpu
+DEVICE  ?= auto
+OUT     ?= output/$(PROFILE)
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: install reproduce test test-fast lab bench clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/mtlat-edu bench-step --model small_cnn --methods standard mixup tlat mtlat
+	$(BIN)/python -m mtlat_edu.bench_corruptions --size 32
+
+clean-runs:
+	rm -rf runs output

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real CIFAR-10 copy (skipped where absent) and small generated data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    if not (SHARED_CIFAR / "train").is_dir() or not (SHARED_CIFAR / "test").is_dir():
+        pytest.skip(f"real-data test: the CIFAR-10 JPEG copy is not at {SHARED_CIFAR}")
+    return SHARED_CIFAR
+
+
+@pytest.fixture(scope="session")
+def synthetic_small():
+    from mtlat_edu.data import load_dataset
+    return load_dataset("synthetic", "train", limit=64)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained_small_cnn():
+    """A small CNN trained for 2 epochs on the generated data: (model in eval mode, test data)."""
+    from mtlat_edu.data import load_dataset
+    from mtlat_edu.train import TrainConfig, fit
+    cfg = TrainConfig(method="standard", model="small_cnn", dataset="synthetic", epochs=2, batch_size=64)
+    test = load_dataset("synthetic", "test")
+    res = fit(cfg, test_data=test, progress=False)
+    assert res.test_acc > 0.3, f"the fixture model did not learn (test acc {res.test_acc})"
+    return res.model.eval(), test

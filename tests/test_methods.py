@@ -1,0 +1,100 @@
+"""The training-method registry: Algorithm 1's structure, batch splitting, and each method learning."""
+import pytest
+import torch
+from torch import nn
+
+from mtlat_edu.labels import one_hot, soft_cross_entropy
+from mtlat_edu.methods import ADVERSARIAL, METHODS, MethodConfig, get_method, mtlat_couples
+from mtlat_edu.train import TrainConfig, fit
+
+PAPER_ROWS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
+
+
+class TinyNoBN(nn.Module):
+    """No batch norm, so a joint forward over two parts equals two separate forwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def test_registry_has_every_row_of_tables_1_to_3():
+    assert set(PAPER_ROWS) <= set(METHODS)
+    with pytest.raises(ValueError, match="valid names: standard"):
+        get_method("nope")
+
+
+def test_mtlat_step_follows_algorithm_1():
+    torch.manual_seed(0)
+    model = TinyNoBN()
+    x = torch.rand(16, 3, 8, 8)
+    y = torch.arange(16) % 10
+    cfg = MethodConfig(num_classes=10)
+    x_mix1, y_mix1, x_mtlat, y_mtlat, ex = mtlat_couples(model, x, y, cfg, torch.Generator().manual_seed(1))
+    assert x_mix1.shape == x_mtlat.shape == (8, 3, 8, 8)
+    # the clean couples mix only the first half, the adversarial ones only the second half
+    first, second = set(y[:8].tolist()), set(y[8:].tolist())
+    assert set(torch.nonzero(y_mix1)[:, 1].tolist()) <= first
+    assert set(torch.nonzero(ex["y_mix2"])[:, 1].tolist()) <= second
+    # eps ~ U[0, 0.025]; x_mtlat stays within eps of x_mix2 and in [0, 1]
+    eps = ex["eps"]
+    assert eps.min() >= 0 and eps.max() <= 0.025
+    assert torch.all((x_mtlat - ex["x_mix2"]).abs().flatten(1).amax(1) <= eps + 1e-6)
+    assert x_mtlat.min() >= 0 and x_mtlat.max() <= 1
+    # eq. (6): y_mtlat = (1 - eps) * y_mix2 + eps * y_target
+    expected = (1 - eps[:, None]) * ex["y_mix2"] + eps[:, None] * one_hot(ex["y_target"], 10)
+    assert torch.allclose(y_mtlat, expected)
+    assert torch.allclose(y_mtlat.sum(1), torch.ones(8))
+
+
+def test_mtlat_loss_is_the_sum_of_its_two_terms():
+    torch.manual_seed(0)
+    model = TinyNoBN()
+    x, y = torch.rand(16, 3, 8, 8), torch.arange(16) % 10
+    cfg = MethodConfig(num_classes=10)
+    loss = METHODS["mtlat"](model, x, y, cfg, torch.Generator().manual_seed(5))
+    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, torch.Generator().manual_seed(5))
+    loss1 = soft_cross_entropy(model(x_mix1), y_mix1)
+    loss2 = soft_cross_entropy(model(x_mtlat), y_mtlat)
+    assert loss.item() == pytest.approx((loss1 + loss2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_methods_need_an_even_batch(name):
+    model = TinyNoBN()
+    with pytest.raises(ValueError, match="batch_size: .* even"):
+        METHODS[name](model, torch.rand(5, 3, 8, 8), torch.arange(5), MethodConfig(), None)
+
+
+@pytest.mark.parametrize("name", PAPER_ROWS)
+def test_every_method_is_deterministic_and_differentiable(name):
+    x, y = torch.rand(8, 3, 8, 8), torch.arange(8) % 10
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = TinyNoBN()
+        loss = METHODS[name](model, x, y, MethodConfig(), torch.Generator().manual_seed(2))
+        loss.backward()
+        assert model.lin.weight.grad is not None and torch.isfinite(loss)
+        losses.append(loss.item())
+    assert losses[0] == losses[1]
+
+
+def test_bad_method_config():
+    with pytest.raises(ValueError, match="alpha"):
+        MethodConfig(alpha=0)
+    with pytest.raises(ValueError, match="eps_max"):
+        MethodConfig(eps_max=1.5)
+    with pytest.raises(ValueError, match="target"):
+        MethodConfig(target="farthest")
+
+
+@pytest.mark.parametrize("name", PAPER_ROWS)
+def test_each_method_learns_the_generated_dataset(name):
+    cfg = TrainConfig(method=name, model="small_cnn", dataset="synthetic", epochs=2, batch_size=64,
+                      train_limit=1200, test_limit=300)
+    res = fit(cfg, progress=False)
+    assert res.test_acc > 0.25, f"{name}: test accuracy {res.test_acc} is near chance (0.10)"
