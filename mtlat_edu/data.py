@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torchvision import datasets as tvd
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
 from torchvision.transforms import v2
 
 from . import io as mio
@@ -122,7 +122,9 @@ def _tree_key(folder: Path) -> str:
 # decoding
 
 def _decode(path: str, size: int | None) -> torch.Tensor:
-    img = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    # Pillow, not torchvision.io: torchvision 0.29 deprecates its image decoders
+    with Image.open(path) as im:
+        img = v2.functional.pil_to_tensor(im.convert("RGB"))
     if size is not None and tuple(img.shape[-2:]) != (size, size):
         img = v2.functional.resize(img, [size, size], antialias=True)
     return img

@@ -1,0 +1,126 @@
+"""The 19 common corruptions of the M-TLAT benchmark (Laugros et al., ECCV 2020, section 4.1).
+
+Fifteen ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019; reference code
+github.com/hendrycks/robustness, ``ImageNet-C/create_c/make_imagenet_c.py`` for 224 px images and
+``make_cifar_c.py`` for 32 px images) plus the paper's four: occlusion, color distortion,
+translation and rotation.  Every corruption takes a float NCHW batch in [0, 1] on any device and
+returns one of the same shape, dtype and device, in [0, 1]:
+
+>>> from mtlat_edu.corruptions import corrupt, ALL
+>>> y = corrupt(x, "fog", severity=3, generator=torch.Generator().manual_seed(0))
+
+Severity 1..5 selects the reference parameters; a fractional severity interpolates them.
+``table`` picks the ImageNet ("imagenet") or CIFAR ("cifar") parameter table; by default images
+up to 64 px use CIFAR's.  All randomness comes from ``generator`` (None: torch's global RNG).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._common import check_generator, check_images, check_severity, choose_table
+from .blur import defocus_blur, glass_blur, motion_blur, zoom_blur
+from .digital import contrast, elastic_transform, jpeg_compression, pixelate
+from .extra import color_distortion, occlusion, rotation, translation
+from .noise import gaussian_noise, impulse_noise, shot_noise
+from .weather import brightness, fog, frost, snow
+
+IMAGENET_C: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+EXTRA: tuple[str, ...] = ("occlusion", "color_distortion", "translation", "rotation")
+ALL: tuple[str, ...] = IMAGENET_C + EXTRA
+
+DISPLAY: dict[str, str] = {
+    "gaussian_noise": "Gauss",
+    "shot_noise": "Shot",
+    "impulse_noise": "Impul",
+    "defocus_blur": "Defocus",
+    "glass_blur": "Glass",
+    "motion_blur": "Motion",
+    "zoom_blur": "Zoom",
+    "snow": "Snow",
+    "frost": "Frost",
+    "fog": "Fog",
+    "brightness": "Bright",
+    "contrast": "Contr",
+    "elastic_transform": "Elastic",
+    "pixelate": "Pixelate",
+    "jpeg_compression": "Jpeg",
+    "occlusion": "Obstru",
+    "color_distortion": "Color",
+    "translation": "Trans",
+    "rotation": "Rot",
+}
+
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    name: fn
+    for name, fn in zip(
+        ALL,
+        (
+            gaussian_noise,
+            shot_noise,
+            impulse_noise,
+            defocus_blur,
+            glass_blur,
+            motion_blur,
+            zoom_blur,
+            snow,
+            frost,
+            fog,
+            brightness,
+            contrast,
+            elastic_transform,
+            pixelate,
+            jpeg_compression,
+            occlusion,
+            color_distortion,
+            translation,
+            rotation,
+        ),
+    )
+}
+
+
+def corrupt(
+    x: torch.Tensor,
+    name: str,
+    severity: float,
+    generator: torch.Generator | None = None,
+    table: str | None = None,
+) -> torch.Tensor:
+    """Apply corruption ``name`` (one of :data:`ALL`) at ``severity`` in [1, 5] to the float NCHW
+    batch ``x`` in [0, 1].  See the module docstring and docs/corruptions.md."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"name: unknown corruption {name!r}; valid names: {', '.join(ALL)}")
+    return CORRUPTIONS[name](x, severity, generator=generator, table=table)
+
+
+__all__ = [
+    "ALL",
+    "CORRUPTIONS",
+    "DISPLAY",
+    "EXTRA",
+    "IMAGENET_C",
+    "corrupt",
+    "check_images",
+    "check_severity",
+    "check_generator",
+    "choose_table",
+    *ALL,
+]

@@ -1,0 +1,105 @@
+"""Validation, table choice and continuous-severity interpolation shared by all corruptions."""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Callable
+
+import torch
+
+from ._tables import EXTRA_RANGES, TABLES
+
+CIFAR_MAX_SIDE = 64  # images whose larger side is <= this use the CIFAR table by default
+
+
+def check_images(x) -> None:
+    """``x`` must be a float NCHW RGB batch with values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x: expected a float NCHW torch.Tensor with values in [0, 1], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected a 4-d NCHW batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x: expected a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.shape[1] != 3:
+        raise ValueError(f"x: expected 3 (RGB) channels in dim 1 (NCHW), got shape {tuple(x.shape)}")
+    if x.shape[2] < 16 or x.shape[3] < 16:
+        raise ValueError(f"x: height and width must be at least 16 px, got shape {tuple(x.shape)}")
+    if x.numel():
+        lo, hi = torch.aminmax(x)
+        if not (bool(lo >= 0) and bool(hi <= 1)):  # also catches NaN
+            raise ValueError(f"x: values must lie in [0, 1], got min {lo.item():.4g} and max {hi.item():.4g}")
+
+
+def check_severity(severity) -> float:
+    """A real number in [1, 5]; integers 1..5 are the reference levels."""
+    if isinstance(severity, torch.Tensor) and severity.numel() == 1:
+        severity = severity.item()
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Real) or not math.isfinite(float(severity)):
+        raise ValueError(f"severity: expected a number in [1, 5], got {severity!r}")
+    s = float(severity)
+    if not 1.0 <= s <= 5.0:
+        raise ValueError(f"severity: must lie in [1, 5], got {severity!r}")
+    return s
+
+
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+
+
+def choose_table(x: torch.Tensor, table: str | None) -> str:
+    """``table`` if given, else 'cifar' for images up to 64 px and 'imagenet' above."""
+    if table is None:
+        return "cifar" if max(x.shape[-2:]) <= CIFAR_MAX_SIDE else "imagenet"
+    if table not in TABLES:
+        raise ValueError(f"table: expected 'imagenet', 'cifar' or None, got {table!r}")
+    return table
+
+
+def interpolate_levels(levels: list[tuple[float, ...]], severity: float) -> tuple[float, ...]:
+    """Parameters at a (possibly fractional) severity.
+
+    An integer severity returns the reference tuple unchanged; in between, each number is
+    interpolated linearly between the two neighbouring integer levels.
+    """
+    lo = int(math.floor(severity))
+    if severity == lo:
+        return tuple(levels[lo - 1])
+    t = severity - lo
+    a, b = levels[lo - 1], levels[lo]
+    return tuple(u + t * (v - u) for u, v in zip(a, b))
+
+
+def extra_value(name: str, severity: float) -> float:
+    """Severity 1 = lower bound, 5 = upper bound of the paper's range, linear in between."""
+    lo, hi = EXTRA_RANGES[name]
+    return lo + (severity - 1.0) / 4.0 * (hi - lo)
+
+
+def corruption(name: str, imagenet_c: bool = True) -> Callable:
+    """Wrap ``impl(x, params, generator, table)`` as the public ``fn(x, severity, generator=None, table=None)``.
+
+    The wrapper validates the arguments, picks the table, turns the severity into parameters
+    (``params`` is the interpolated table row for ImageNet-C corruptions, the severity itself for
+    the extra ones), computes in float32/float64, clamps to [0, 1] and restores the dtype.
+    """
+
+    def deco(impl):
+        @functools.wraps(impl)
+        def fn(x, severity, generator=None, table=None):
+            check_images(x)
+            s = check_severity(severity)
+            check_generator(generator)
+            tname = choose_table(x, table)
+            params = interpolate_levels(TABLES[tname][name], s) if imagenet_c else s
+            xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            if x.shape[0] == 0:
+                return x.clone()
+            out = impl(xf, params, generator, tname)
+            return out.clamp(0, 1).to(x.dtype)
+
+        fn.corruption_name = name
+        return fn
+
+    return deco

@@ -1,0 +1,377 @@
+"""Tests of mtlat_edu.corruptions: the 19 common corruptions of the M-TLAT paper (section 4.1).
+
+* every corruption x severity keeps shape, dtype, device and the [0, 1] range;
+* damage (mean absolute distance to the clean image) grows with the severity, except at the
+  listed steps where the reference definition itself is not monotone;
+* determinism for a seeded ``torch.Generator``; clear ValueErrors on bad input;
+* agreement with ``tests/imagenet_c_oracle.py`` (a per-image NumPy/SciPy port of
+  Hendrycks & Dietterich's ``make_imagenet_c.py`` / ``make_cifar_c.py``) on real CIFAR-10 test
+  images (skipped when /work/shared/data/cifar10-jpeg is absent) and on a 224 px photo, with the
+  oracle replaying the same random draws (``TorchRNG``);
+* hand-computed checks of the paper's four extra corruptions and of the ImageMagick kernel.
+
+Run with ``-s`` to see the agreement figures (also tabulated in docs/corruptions.md).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data, transform
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import imagenet_c_oracle as oracle  # noqa: E402
+
+from mtlat_edu.corruptions import ALL, CORRUPTIONS, DISPLAY, EXTRA, IMAGENET_C, corrupt  # noqa: E402
+from mtlat_edu.corruptions import _ops  # noqa: E402
+from mtlat_edu.corruptions._common import interpolate_levels  # noqa: E402
+from mtlat_edu.corruptions._tables import CIFAR, IMAGENET  # noqa: E402
+from mtlat_edu.corruptions.frost_texture import NUM_TEXTURES, frost_stack, frost_texture, texture_size  # noqa: E402
+
+CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
+DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine this module runs several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------- data
+@functools.lru_cache(maxsize=None)
+def photo(name: str, size: int) -> np.ndarray:
+    """A scikit-image sample photo, centre-cropped square and resized to ``size`` (uint8 HWC)."""
+    a = getattr(data, name)()[..., :3]
+    h, w = a.shape[:2]
+    s = min(h, w)
+    a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    return np.round(transform.resize(a, (size, size), anti_aliasing=True) * 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def cifar_images() -> tuple[np.ndarray, ...]:
+    """The first test image of each CIFAR-10 class (32x32 RGB uint8)."""
+    test = CIFAR_DIR / "test"
+    return tuple(
+        np.array(Image.open(sorted((test / c).glob("*.jpg"))[0]).convert("RGB"))
+        for c in sorted(p.name for p in test.iterdir() if p.is_dir())
+    )
+
+
+def to_tensor(images) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1) for a in images]).float() / 255
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------- API
+def test_public_names():
+    assert IMAGENET_C == (
+        "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+        "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    )  # fmt: skip
+    assert EXTRA == ("occlusion", "color_distortion", "translation", "rotation")
+    assert ALL == IMAGENET_C + EXTRA
+    assert list(CORRUPTIONS) == list(ALL) and all(callable(f) for f in CORRUPTIONS.values())
+    assert [DISPLAY[n] for n in ALL] == (
+        "Gauss Shot Impul Defocus Glass Motion Zoom Snow Frost Fog Bright Contr Elastic Pixelate Jpeg "
+        "Obstru Color Trans Rot"
+    ).split()
+    assert set(IMAGENET) == set(CIFAR) == set(IMAGENET_C)
+
+
+# ------------------------------------------------------------------------ shape, dtype, range
+@pytest.mark.parametrize("name", ALL)
+def test_shape_dtype_range(name):
+    for size in (32, 80):  # CIFAR table, ImageNet table (auto-selected)
+        x = torch.rand(2, 3, size, size)
+        for severity in (1, 2, 3, 4, 5, 2.5):
+            y = corrupt(x, name, severity, gen(int(severity * 10)))
+            assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+            assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    x64 = torch.rand(2, 3, 33, 40, dtype=torch.float64)  # non-square, float64
+    y64 = CORRUPTIONS[name](x64, 3, generator=gen(1), table="cifar")
+    assert y64.shape == x64.shape and y64.dtype == torch.float64 and 0 <= y64.min() and y64.max() <= 1
+    x16 = torch.rand(1, 3, 32, 32).half()
+    y16 = corrupt(x16, name, 5, gen(2))
+    assert y16.dtype == torch.float16 and y16.shape == x16.shape
+
+
+# ------------------------------------------------------------------------------ monotonicity
+# Steps (s -> s+1) where the reference's own parameters do not increase the damage; everywhere
+# else the mean absolute distance to the clean image must grow strictly.
+NOT_MONOTONE_IN_REFERENCE = {
+    ("glass_blur", "cifar"): {2: "levels 2->3 and 4->5 only raise sigma 0.25->0.4 with the same shuffle", 4: ""},
+    ("glass_blur", "imagenet"): {3: "(1, 2, 3) -> (1.1, 3, 2): shuffle iterations drop from 3 to 2"},
+    ("motion_blur", "cifar"): {3: "(6, 2) -> (8, 2): the extra taps weigh < 1e-7, images are identical"},
+    ("snow", "imagenet"): {2: "flake threshold jumps 0.5 -> 0.9 (fewer flakes)"},
+    ("frost", "cifar"): {3: "frost weight stays 0.4 while the image weight drops 0.9 -> 0.85", 4: "image weight drops 0.1, frost weight rises only 0.05"},
+    ("frost", "imagenet"): {3: "frost weight stays 0.7 while the image weight drops 0.7 -> 0.65"},
+    ("fog", "imagenet"): {3: "fog weight stays 2.5; only the fractal's decay changes"},
+    ("elastic_transform", "cifar"): {1: "affine jitter falls 0.08 -> 0.03 of the size over the levels", 2: "", 3: "", 4: ""},
+    ("elastic_transform", "imagenet"): {2: "levels 1-2 are large smooth warps (scale 488 px), 3-5 small local ones"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def monotone_batch(table: str) -> torch.Tensor:
+    if table == "cifar":
+        return to_tensor([photo(n, 32) for n in PHOTOS])
+    return to_tensor([photo(n, 224) for n in PHOTOS[:2]])
+
+
+@pytest.mark.parametrize("table", ["cifar", "imagenet"])
+@pytest.mark.parametrize("name", ALL)
+def test_damage_grows_with_severity(name, table):
+    x = monotone_batch(table)
+    dist = [(corrupt(x, name, s, gen(0), table) - x).abs().mean().item() for s in range(1, 6)]
+    exempt = NOT_MONOTONE_IN_REFERENCE.get((name, table), {})
+    for s in range(1, 5):
+        if s not in exempt:
+            assert dist[s] > dist[s - 1], f"{name}/{table}: severity {s + 1} not worse than {s}: {dist}"
+    assert dist[4] > 0
+
+
+# ------------------------------------------------------------------------------ determinism
+@pytest.mark.parametrize("name", ALL)
+def test_deterministic_with_generator(name):
+    x = to_tensor([photo("astronaut", 32), photo("coffee", 32)] * 4)
+    a = corrupt(x, name, 3, gen(7))
+    b = corrupt(x, name, 3, gen(7))
+    assert torch.equal(a, b)
+    torch.manual_seed(3)
+    c = corrupt(x, name, 3)
+    torch.manual_seed(3)
+    assert torch.equal(c, corrupt(x, name, 3))
+    if name not in DETERMINISTIC:
+        assert not torch.equal(a, corrupt(x, name, 3, gen(8)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_matches_cpu(name):
+    x = to_tensor([photo("astronaut", 64), photo("chelsea", 64)])
+    cpu = corrupt(x, name, 4, gen(5))
+    gpu = corrupt(x.cuda(), name, 4, gen(5))
+    assert gpu.device.type == "cuda"
+    assert (gpu.cpu() - cpu).abs().mean() < 1 / 255
+
+
+# ------------------------------------------------------------------------------- bad inputs
+def test_bad_inputs_raise_clear_errors():
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="name.*valid names: gaussian_noise"):
+        corrupt(x, "gaussian", 1)
+    for bad in (0, 0.99, 5.01, 6, float("nan"), "3", True, None):
+        with pytest.raises(ValueError, match=r"severity.*\[1, 5\]"):
+            corrupt(x, "fog", bad)
+    with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+        corrupt(x * 2, "fog", 1)
+    with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+        corrupt(torch.full((1, 3, 32, 32), float("nan")), "fog", 1)
+    with pytest.raises(ValueError, match="x: expected a 4-d NCHW"):
+        corrupt(x[0], "fog", 1)
+    with pytest.raises(ValueError, match="x: expected a floating-point"):
+        corrupt((x * 255).to(torch.uint8), "fog", 1)
+    with pytest.raises(ValueError, match="x: expected 3"):
+        corrupt(torch.rand(1, 1, 32, 32), "fog", 1)
+    with pytest.raises(ValueError, match="x: expected a float NCHW"):
+        corrupt(np.zeros((1, 3, 32, 32)), "fog", 1)
+    with pytest.raises(ValueError, match="table: expected 'imagenet', 'cifar' or None"):
+        corrupt(x, "fog", 1, table="tiny")
+    with pytest.raises(ValueError, match="generator"):
+        corrupt(x, "fog", 1, generator=42)
+    for name in ALL:  # every registry function validates on its own too
+        with pytest.raises(ValueError, match="severity"):
+            CORRUPTIONS[name](x, 7)
+
+
+# ------------------------------------------------------------------ tables, continuous severity
+def test_table_choice_and_override():
+    x32 = to_tensor([photo("coffee", 32)])
+    mean = x32.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(corrupt(x32, "contrast", 1), ((x32 - mean) * 0.75 + mean).clamp(0, 1))  # CIFAR
+    assert torch.allclose(corrupt(x32, "contrast", 1, table="imagenet"), ((x32 - mean) * 0.4 + mean).clamp(0, 1))
+    x96 = torch.rand(1, 3, 96, 96)
+    m96 = x96.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(corrupt(x96, "contrast", 2), ((x96 - m96) * 0.3 + m96).clamp(0, 1))  # ImageNet
+    assert torch.allclose(corrupt(x96, "contrast", 2, table="cifar"), ((x96 - m96) * 0.5 + m96).clamp(0, 1))
+
+
+def test_continuous_severity_interpolates_parameters():
+    for table in (IMAGENET, CIFAR):
+        for name, levels in table.items():
+            for s in range(1, 6):
+                assert interpolate_levels(levels, s) == tuple(levels[s - 1])
+                assert interpolate_levels(levels, float(s)) == tuple(levels[s - 1])
+    assert interpolate_levels(IMAGENET["defocus_blur"], 2.5) == pytest.approx((5.0, 0.5))
+    assert interpolate_levels(CIFAR["shot_noise"], 4.2) == pytest.approx((75 + 0.2 * (50 - 75),))
+    x = to_tensor([photo("rocket", 32)])
+    for name in ALL:  # a float integer severity is the integer level
+        assert torch.equal(corrupt(x, name, 2.0, gen(1)), corrupt(x, name, 2, gen(1)))
+    for name in ("gaussian_noise", "contrast", "occlusion", "color_distortion", "rotation"):
+        d = [(corrupt(x, name, s, gen(1)) - x).abs().mean().item() for s in (2, 2.5, 3)]
+        assert d[0] < d[1] < d[2], (name, d)
+
+
+# ------------------------------------------------------------------ agreement with the oracle
+def _frost_pictures(table: str, size: int):
+    """The package's frost textures as the full-size RGB uint8 'pictures' the oracle reads
+    (the oracle itself shrinks them for the CIFAR table, as make_cifar_c.py does)."""
+    side = texture_size(table, size)
+    return [np.round(frost_texture(i, side).permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(NUM_TEXTURES)]
+
+
+def agreement(name: str, images, table: str, severities) -> tuple[float, float]:
+    """Mean and max |torch - oracle| in 0..255 units over images x severities, same random draws."""
+    extra = {"frost_images": _frost_pictures(table, images[0].shape[0])} if name == "frost" else {}
+    diffs = []
+    for s in severities:
+        for k, img in enumerate(images):
+            y = corrupt(to_tensor([img]), name, s, gen(100 + k), table)[0].permute(1, 2, 0).double().numpy() * 255
+            o = oracle.ORACLES[name](img, s, table, rng=oracle.TorchRNG(gen(100 + k)), **extra)
+            diffs.append(np.abs(y - np.clip(o, 0, 255)))
+    d = np.stack(diffs)
+    return float(d.mean()), float(d.max())
+
+
+@pytest.mark.parametrize("name", IMAGENET_C)
+def test_agrees_with_oracle_on_cifar10(name):
+    if not (CIFAR_DIR / "test").is_dir():
+        pytest.skip(f"CIFAR-10 JPEG test images not found at {CIFAR_DIR}")
+    mean, worst = agreement(name, cifar_images(), "cifar", range(1, 6))
+    print(f"\nagreement cifar32   {name:18s} mean abs diff {mean:.1e}/255  max {worst:.0f}/255")
+    assert mean < 0.5, (mean, worst)
+
+
+@pytest.mark.parametrize("name", IMAGENET_C)
+def test_agrees_with_oracle_on_224px_photo(name):
+    severities = (2,) if name == "glass_blur" else range(1, 6)  # the oracle's Python swap loop is slow at 224 px
+    mean, worst = agreement(name, [photo("astronaut", 224)], "imagenet", severities)
+    print(f"\nagreement astro224  {name:18s} mean abs diff {mean:.1e}/255  max {worst:.0f}/255")
+    assert mean < 0.5, (mean, worst)
+
+
+def test_noise_statistics_match_reference_parameters():
+    """Independent of the shared draws: the noise has the reference's spread."""
+    x = torch.full((4, 3, 64, 64), 0.5)
+    y = corrupt(x, "gaussian_noise", 3, gen(0), "imagenet")
+    assert (y - x).std().item() == pytest.approx(0.18, rel=0.03)
+    y = corrupt(x, "shot_noise", 1, gen(0), "cifar")  # Poisson(250) / 500
+    assert (y - x).std().item() == pytest.approx(math.sqrt(0.5 * 500) / 500, rel=0.03)
+    y = corrupt(x, "impulse_noise", 5, gen(0), "imagenet")
+    assert (y == 1).float().mean().item() == pytest.approx(0.27 / 2, rel=0.05)
+    assert (y == 0).float().mean().item() == pytest.approx(0.27 / 2, rel=0.05)
+
+
+# ------------------------------------------------------------------ pieces of the reference
+def test_reference_glass_swap_is_a_copy():
+    """The reference's ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on NumPy pixel views copies."""
+    x = np.arange(2 * 2 * 3).reshape(2, 2, 3)
+    x[0, 0], x[1, 1] = x[1, 1], x[0, 0]
+    assert (x[0, 0] == x[1, 1]).all() and (x[1, 1] == [9, 10, 11]).all()
+
+
+def test_imagemagick_motion_kernel_by_hand():
+    """A white pixel blurred along angle 0: taps k_i = exp(-i^2/2s^2)/sum at x + i (one-sided)."""
+    img = torch.zeros(1, 1, 9, 9)
+    img[0, 0, 4, 6] = 255.0
+    out = _ops.motion_blur(img, radius=2, sigma=1.0, angle_deg=torch.tensor([0.0]))[0, 0]
+    k = np.exp(-np.arange(5) ** 2 / 2.0)
+    k /= k.sum()
+    expected = np.zeros((9, 9))
+    for i in range(5):  # out(y, x) = sum_i k_i in(y, x + i): the trail lies to the left
+        if 6 - i >= 0:
+            expected[4, 6 - i] = 255 * k[i]
+    assert np.allclose(out.numpy(), expected, atol=1e-4)
+    down = _ops.motion_blur(img, radius=2, sigma=1.0, angle_deg=torch.tensor([90.0]))[0, 0]
+    assert down[4, 6].item() == pytest.approx(255 * k[0], abs=1e-3) and down[2, 6].item() == pytest.approx(255 * k[2], abs=1e-3)
+
+
+def test_frost_textures_are_deterministic_8bit_pictures():
+    a, b = frost_texture(0), frost_texture.__wrapped__(0)
+    assert torch.equal(a, b) and a.shape == (3, 640, 640)
+    assert torch.equal(torch.round(a * 255), a * 255) and 0.3 < a.mean().item() < 0.7
+    assert not torch.equal(frost_texture(0), frost_texture(1))
+    cifar = frost_stack("cifar", 32, 32, "cpu", torch.float32)
+    assert cifar.shape == (NUM_TEXTURES, 3, 128, 128)  # 640 px pictures shrunk to a fifth
+
+
+# -------------------------------------------------------------------------- extra corruptions
+def test_occlusion_is_one_grey_square_of_the_paper_size():
+    for size, severity, side in ((224, 1, 60), (224, 5, 127), (224, 3, round(93.5)), (32, 1, 9), (32, 5, 18)):
+        x = torch.rand(3, 3, size, size) * 0.4  # no 0.5 values
+        y = corrupt(x, "occlusion", severity, gen(severity))
+        grey = (y == 0.5).all(dim=1)
+        for g in grey:
+            rows, cols = g.any(dim=1).nonzero(), g.any(dim=0).nonzero()
+            assert g.sum().item() == side * side
+            assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+        assert torch.equal(y[~grey.unsqueeze(1).expand_as(y)], x[~grey.unsqueeze(1).expand_as(x)])
+
+
+def test_color_distortion_raises_one_channel():
+    x = torch.rand(6, 3, 32, 32) * 0.6
+    for severity, delta in ((1, 0.08), (5, 0.30), (3, 0.19)):
+        y = corrupt(x, "color_distortion", severity, gen(severity))
+        changed = (y != x).flatten(2).any(dim=2)
+        assert (changed.sum(dim=1) == 1).all()
+        assert torch.allclose((y - x)[changed], torch.full_like((y - x)[changed], delta), atol=1e-6)
+
+
+def _bilinear_zero(img: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of (C, H, W) with zeros outside (taps outside count as 0)."""
+    c, h, w = img.shape
+    y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+    fy, fx = sy - y0, sx - x0
+    out = np.zeros((c,) + sy.shape)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            out += np.where(ok, img[:, yy.clip(0, h - 1), xx.clip(0, w - 1)], 0) * wy * wx
+    return out
+
+
+def test_translation_shifts_by_the_paper_distance():
+    x = to_tensor([photo("coffee", 224), photo("astronaut", 224)]).double()
+    for severity, dist in ((1, 15.0), (5, 62.0), (2, 15 + 47 / 4)):
+        y = corrupt(x, "translation", severity, gen(severity)).numpy()
+        angles = torch.rand((2,), generator=gen(severity), dtype=torch.float64).numpy() * 2 * math.pi
+        yy, xx = np.mgrid[0:224, 0:224].astype(float)
+        for k in range(2):
+            tx, ty = dist * math.cos(angles[k]), dist * math.sin(angles[k])
+            expected = _bilinear_zero(x[k].numpy(), yy - ty, xx - tx)
+            assert np.abs(y[k] - expected).max() < 1e-5
+    small = corrupt(to_tensor([photo("coffee", 32)]), "translation", 5, gen(0))
+    assert (small[0].sum(dim=0) == 0).sum() >= 8 * 32 * 0.5  # ~62 * 32/224 = 8.9 px shifted out
+
+
+def test_rotation_turns_by_the_paper_angle_with_zero_outside():
+    x = to_tensor([photo("chelsea", 224), photo("rocket", 224)]).double()
+    for severity, degrees in ((1, 8.0), (5, 40.0), (4, 32.0)):
+        y = corrupt(x, "rotation", severity, gen(severity)).numpy()
+        sign = (torch.randint(0, 2, (2,), generator=gen(severity)) * 2 - 1).numpy()
+        c = (224 - 1) / 2
+        yy, xx = np.mgrid[0:224, 0:224].astype(float)
+        for k in range(2):
+            t = math.radians(sign[k] * degrees)  # counter-clockwise on screen for a positive angle
+            sx = c + math.cos(t) * (xx - c) - math.sin(t) * (yy - c)
+            sy = c + math.sin(t) * (xx - c) + math.cos(t) * (yy - c)
+            expected = _bilinear_zero(x[k].numpy(), sy, sx)
+            assert np.abs(y[k] - expected).mean() < 1e-3
+            assert np.abs(y[k] - expected).max() < 2e-2
+            assert (y[k][:, 0, 0] == 0).all() and (y[k][:, -1, -1] == 0).all()
