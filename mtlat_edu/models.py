@@ -12,6 +12,7 @@ Registry ``MODELS`` (name -> constructor ``fn(num_classes) -> nn.Module``):
 * ``resnet50``        torchvision ResNet-50, the paper's model for 224 px inputs (section 4.2)
 * ``resnext50``       torchvision ResNeXt-50 32x4d, the paper's second model (section 4.2)
 * ``vgg``             a VGG-11-style network with batch norm: the black-box surrogate (section 4.1)
+* ``vgg_small``       the same VGG-11 layout at a quarter of the width, the surrogate of CPU runs
 * ``small_cnn``       a small, fast CNN for laptop-CPU runs
 """
 from __future__ import annotations
@@ -104,12 +105,13 @@ class VGG(nn.Module):
     """VGG-11 layout with batch norm (Simonyan and Zisserman's config "A").
 
     The spatial size is reduced by an adaptive average pool before the classifier, so the same
-    network serves 32 px (CIFAR) and 224 px (ImageNet-100) inputs.
+    network serves 32 px (CIFAR) and 224 px (ImageNet-100) inputs. ``width`` is the number of
+    channels of the first stage (64 in VGG-11; every stage scales with it).
     """
 
     CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, width: int = 64):
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
@@ -117,11 +119,12 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += _conv_bn_relu(cin, v)
-                cin = v
+                cout = v * width // 64
+                layers += _conv_bn_relu(cin, cout)
+                cin = cout
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(512, num_classes)
+        self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
@@ -152,6 +155,7 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet50": lambda n: tvm.resnet50(num_classes=n),
     "resnext50": lambda n: tvm.resnext50_32x4d(num_classes=n),
     "vgg": VGG,
+    "vgg_small": lambda n: VGG(n, width=16),
     "small_cnn": SmallCNN,
 }
 

@@ -41,6 +41,7 @@ class Profile:
     attack_limit: int | None = None      # images attacked (white-box attacks are the slow part)
     augment: str = "none"
     surrogate_epochs: int | None = None  # defaults to ``epochs``
+    surrogate_model: str = "vgg"
     methods: tuple[str, ...] = TABLE_METHODS
     description: str = ""
 
@@ -55,7 +56,8 @@ class Profile:
 
     def surrogate_config(self, **overrides) -> TrainConfig:
         """The VGG surrogate of the black-box attacks: trained with ``standard`` on the same data."""
-        return self.train_config("standard", model="vgg", epochs=self.surrogate_epochs or self.epochs, **overrides)
+        return self.train_config("standard", model=self.surrogate_model,
+                                 epochs=self.surrogate_epochs or self.epochs, **overrides)
 
 
 PROFILES: dict[str, Profile] = {
@@ -65,7 +67,7 @@ PROFILES: dict[str, Profile] = {
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     "cpu": Profile(
         "cpu", dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
-        eval_limit=1000, attack_limit=500, surrogate_epochs=6,
+        eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
         description="CIFAR-10, 10k training images, a small CNN: a laptop CPU in under an hour"),
     "cifar10": Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",

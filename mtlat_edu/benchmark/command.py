@@ -1,0 +1,207 @@
+"""``mtlat-edu evaluate``: benchmark trained models and write/print Tables 1-3.
+
+    mtlat-edu evaluate RUN_FOLDER_OR_MODEL_PT [...] [--surrogate PATH]
+    mtlat-edu evaluate --profile smoke [--runs runs]        # every method of runs/smoke + its surrogate
+
+:func:`evaluate` is the same thing as a Python function (for notebooks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import parts as P
+from .scores import REFERENCE
+
+DEFAULT_RESULTS = "results"
+
+
+def _limit(text: str):
+    if text == "profile":  # the default: the profile's limit (all images without --profile)
+        return text
+    if text.lower() in ("all", "none"):
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}")
+    return n
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``mtlat-edu evaluate``."""
+    p.add_argument("models", nargs="*", metavar="RUN_FOLDER_OR_MODEL_PT",
+                   help="trained models: run folders (with model.pt) or model.pt files; one table row each")
+    p.add_argument("--profile", default=None,
+                   help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
+    p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
+    p.add_argument("--surrogate", default=None, metavar="PATH",
+                   help="model the black-box MI-FGSM attacks are crafted on (the paper: a VGG trained on the "
+                        "same data); default with --profile: <runs>/<profile>/vgg_surrogate")
+    p.add_argument("--parts", nargs="+", default=["all"], metavar="PART",
+                   help="what to measure: groups (all, clean, corruptions, imagenet_c, extra, attacks, white_box, "
+                        "black_box) and/or single corruption or attack names (e.g. fog pgd); default: all")
+    p.add_argument("--severities", nargs="+", type=int, default=list(P.SEVERITIES), choices=list(P.SEVERITIES),
+                   help="corruption severities averaged in the table (default: 1 2 3 4 5)")
+    p.add_argument("--eval-limit", type=_limit, default="profile", metavar="N",
+                   help="images (class-balanced subset) for clean accuracy and corruptions; 'all' for the whole "
+                        "test set (default: the profile's eval_limit, else all)")
+    p.add_argument("--attack-limit", type=_limit, default="profile", metavar="N",
+                   help="images attacked; 'all' for the whole test set (default: the profile's attack_limit, else all)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="subsets, corruption randomness, PGD random starts")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the one recorded in the checkpoint)")
+    p.add_argument("--out", default=None,
+                   help=f"output folder (default: {DEFAULT_RESULTS}/<profile> or {DEFAULT_RESULTS}/<dataset>-<model>)")
+    p.add_argument("--reference", default=REFERENCE, help="row the +/- marks compare with (default: standard)")
+    p.add_argument("--fresh", action="store_true", help="ignore cached results and recompute every cell")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclass
+class EvaluateResult:
+    """What :func:`evaluate` returns: the suite result, the score table, the Markdown and the files."""
+
+    suite: object
+    scores: object
+    markdown: str
+    table3_markdown: str
+    out_dir: Path
+    files: dict
+
+
+def _unique_name(name: str, path: Path, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    alt = f"{name} ({(path.parent if path.suffix == '.pt' else path).name})"
+    i = 2
+    while alt in taken:
+        alt, i = f"{name} #{i}", i + 1
+    return alt
+
+
+def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=None, device="cpu",
+                   data_root: str | None = None):
+    """Load the models to benchmark. Returns ``(refs, surrogate_ref, profile_obj, missing_methods)``.
+
+    With ``profile``, every method of ``<runs>/<profile>/<method>/model.pt`` that exists (in the
+    profile's method order); methods not trained yet are reported in ``missing_methods``.
+    """
+    from ..profiles import SURROGATE, get_profile, run_dir
+    from .suite import load_model_ref
+
+    refs, taken, missing, prof = [], set(), [], None
+    if profile is not None:
+        prof = get_profile(profile, **({"data_root": data_root} if data_root else {}))
+        for method in prof.methods:
+            folder = run_dir(prof, runs, method)
+            if (folder / "model.pt").exists():
+                refs.append(load_model_ref(folder, method, device))
+                taken.add(method)
+            else:
+                missing.append(method)
+        if surrogate is None and (run_dir(prof, runs, SURROGATE) / "model.pt").exists():
+            surrogate = run_dir(prof, runs, SURROGATE)
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"models: {path} does not exist (expected a run folder with model.pt, "
+                                    "or a model.pt file)")
+        if path.is_dir() and not (path / "model.pt").exists():
+            hint = " (checkpoint.pt only: the run is unfinished, resume it with mtlat-edu train)" \
+                if (path / "checkpoint.pt").exists() else ""
+            raise FileNotFoundError(f"models: {path} has no model.pt{hint}")
+        ref = load_model_ref(path, None, device)
+        ref.name = _unique_name(ref.name, path, taken)
+        taken.add(ref.name)
+        refs.append(ref)
+    if not refs:
+        where = f" in {Path(runs) / profile}" if profile else ""
+        raise FileNotFoundError(f"models: no trained model found{where}; train first "
+                                f"(mtlat-edu train ..., or profiles.train_profile) or pass run folders")
+    sur = None
+    if surrogate is not None:
+        if not Path(surrogate).exists():
+            raise FileNotFoundError(f"surrogate: {surrogate} does not exist (expected a run folder with model.pt "
+                                    "or a model.pt file)")
+        sur = load_model_ref(surrogate, "surrogate", device)
+    return refs, sur, prof, missing
+
+
+def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=None, parts=None,
+             eval_limit="profile", attack_limit="profile", severities=P.SEVERITIES, device="auto",
+             batch_size: int = 256, seed: int = 0, data_root: str | None = None, out=None,
+             reference: str = REFERENCE, fresh: bool = False, progress: bool = True) -> EvaluateResult:
+    """Benchmark trained models (run folders / model.pt files and/or a profile's runs) and write
+    every result file into ``out``. ``eval_limit`` / ``attack_limit``: a number of images, None for
+    all, or "profile" (the profile's limits with ``profile``, else all)."""
+    from ..data import load_dataset
+    from ..profiles import load_profile_data
+    from .report import table3_markdown, write_report
+    from .scores import score_table
+    from .suite import resolve_device, run_suite
+
+    P.resolve_parts(parts)  # unknown part names fail before any model is loaded
+    dev = resolve_device(device)
+    refs, sur, prof, missing = collect_models(models, profile, runs, surrogate, dev, data_root)
+    if missing:
+        warnings.warn(f"models: not trained yet in {Path(runs) / profile}, left out: {', '.join(missing)}",
+                      stacklevel=2)
+    if eval_limit == "profile":
+        eval_limit = prof.eval_limit if prof else None
+    if attack_limit == "profile":
+        attack_limit = prof.attack_limit if prof else None
+
+    first = refs[0].info
+    if prof is not None:
+        data = load_profile_data(prof, "test")
+    else:
+        data = load_dataset(first["dataset"], "test", data_root or first["data_root"], first["image_size"])
+    for r in refs[1:] + ([sur] if sur else []):
+        for k in ("dataset", "image_size", "num_classes"):
+            if r.info.get(k) != first.get(k):
+                raise ValueError(f"models: {r.name!r} has {k}={r.info.get(k)!r} but {refs[0].name!r} has "
+                                 f"{first.get(k)!r}; benchmark models of one dataset together")
+    if out is None:
+        out = Path(DEFAULT_RESULTS) / (prof.name if prof else f"{first['dataset']}-{first['model']}")
+    out = Path(out)
+    suite = run_suite({r.name: r for r in refs}, data, out, parts=parts, surrogate=sur, eval_limit=eval_limit,
+                      attack_limit=attack_limit, severities=severities, seed=seed, batch_size=batch_size,
+                      device=dev, progress=progress, fresh=fresh)
+    files = dict(suite.files)
+    files.update(write_report(suite.results, out, reference, suite.meta))
+    scores = score_table(suite.results)
+    md = (out / "tables.md").read_text(encoding="utf-8")
+    return EvaluateResult(suite, scores, md, table3_markdown(scores), out, files)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The body of ``mtlat-edu evaluate``: run, print the tables and where the files are."""
+    if not args.models and args.profile is None:
+        raise ValueError("models: give run folders / model.pt files, or --profile NAME (with --runs)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = evaluate(args.models, profile=args.profile, runs=args.runs, surrogate=args.surrogate,
+                       parts=args.parts, eval_limit=args.eval_limit, attack_limit=args.attack_limit,
+                       severities=tuple(sorted(set(args.severities))), device=args.device,
+                       batch_size=args.batch_size, seed=args.seed, data_root=args.data_root, out=args.out,
+                       reference=args.reference, fresh=args.fresh, progress=not args.no_progress)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"mtlat-edu: warning: {w.message}", file=sys.stderr)
+    print()
+    print(res.markdown)
+    print("## Table 3: clean accuracy (%)\n")
+    print(res.table3_markdown)
+    s = res.suite
+    print(f"\n{s.computed} cells computed, {s.reused} reused from the cache ({s.meta['seconds']} s).")
+    print(f"Files in {res.out_dir}:")
+    for what, path in res.files.items():
+        print(f"  {what:<13} {path}")
+    return 0

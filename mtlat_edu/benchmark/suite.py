@@ -1,0 +1,357 @@
+"""The suite runner: every model on the clean test set, each corruption x severity and each attack.
+
+* **Shared perturbed sets.** The corrupted images of one (corruption, severity) are generated once,
+  batch by batch, from a generator seeded by ``(seed, corruption, severity)``, and every model is
+  evaluated on the very same batch, as the paper evaluates every model on one corrupted test set.
+  The black-box attacks (MI-FGSM) are crafted once on the surrogate and shared the same way. The
+  white-box attacks (PGD, PGD_LL, CW_2) are computed on each model (PGD's random start seeded by
+  ``(seed, attack)``).
+* **Image sets.** Corruptions use a class-balanced subset of ``eval_limit`` images, attacks one of
+  ``attack_limit`` images (``ImageData.subset(n, seed)``); the clean accuracy is measured on each
+  set, so R always divides by the clean accuracy of the same images.
+* **Cache and resume.** Every measured cell is stored in ``<out_dir>/cache.json`` (rewritten
+  atomically after each perturbation) under a key made of the model's weights hash, the image
+  set's hash, the perturbation, the severity, the number of images, the seed, the batch size
+  (random corruptions draw batch by batch) and, for black-box attacks, the surrogate's weights
+  hash. A re-run computes only the missing cells, so an interrupted run resumes.
+* **Evaluation** runs in float32 in eval mode (no autocast), batched on ``device``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import attacks as A
+from .. import corruptions as C
+from .. import io as mio
+from ..data import ImageData
+from ..train import load_checkpoint
+from . import parts as P
+from .scores import add_robustness
+
+CACHE_FILE = "cache.json"
+CACHE_VERSION = 1
+RESULTS_CSV, RESULTS_JSON, META_JSON = "results_long.csv", "results_long.json", "meta.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# models and identities
+
+
+def weights_identity(model: torch.nn.Module) -> str:
+    """A SHA-1 of the model's state dict (names, dtypes, shapes and values): the cache's model key.
+
+    It does not depend on where the checkpoint lives, so moved or copied run folders keep their
+    cached results, and retrained weights never reuse stale ones.
+    """
+    h = hashlib.sha1()
+    for name, t in getattr(model, "_orig_mod", model).state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_identity(data: ImageData) -> str:
+    """A SHA-1 of an image set (pixels, labels, class names)."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(data.images.cpu().numpy()))
+    h.update(np.ascontiguousarray(data.labels.cpu().numpy()))
+    h.update("|".join(data.classes).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class ModelRef:
+    """A model to benchmark: its row name, the module (eval mode, on the device), its weights hash,
+    and where it came from (``info`` of :func:`mtlat_edu.train.load_checkpoint` when loaded)."""
+
+    name: str
+    model: torch.nn.Module
+    identity: str
+    info: dict = field(default_factory=dict)
+
+
+def load_model_ref(path, name: str | None = None, device="cpu") -> ModelRef:
+    """Load ``model.pt`` (or a run folder) as a :class:`ModelRef` named ``name`` (default: its method)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model: {p} does not exist (expected a run folder with model.pt, or a model.pt)")
+    model, info = load_checkpoint(p, device=device)
+    return ModelRef(name or info["method"], model, weights_identity(model), info)
+
+
+def as_model_ref(name: str, model, device) -> ModelRef:
+    """A :class:`ModelRef` from a ModelRef, an ``nn.Module`` or a checkpoint path."""
+    if isinstance(model, ModelRef):
+        model.model.to(device).eval()
+        return ModelRef(name, model.model, model.identity, model.info)
+    if isinstance(model, torch.nn.Module):
+        model.to(device).eval()
+        return ModelRef(name, model, weights_identity(model), {})
+    if isinstance(model, (str, Path)):
+        return load_model_ref(model, name, device)
+    raise ValueError(f"models: {name!r} must be an nn.Module, a ModelRef or a checkpoint path, "
+                     f"got {type(model).__name__}")
+
+
+def resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+
+
+class ResultCache:
+    """Measured cells, keyed by what determines them; persisted atomically in ``path`` (or in memory)."""
+
+    def __init__(self, path=None, fresh: bool = False):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, dict] = {}
+        if self.path is not None and self.path.exists() and not fresh:
+            try:
+                blob = mio.read_json(self.path)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                warnings.warn(f"cache: {self.path} is unreadable ({exc}); starting a new cache", stacklevel=2)
+                blob = None
+            if isinstance(blob, dict) and blob.get("version") == CACHE_VERSION:
+                self.entries = dict(blob.get("entries", {}))
+
+    @staticmethod
+    def key(model_id: str, data_id: str, perturbation: str, severity: int, n_images: int, seed: int,
+            batch_size: int, source_id: str = "") -> str:
+        return json.dumps([model_id, data_id, perturbation, int(severity), int(n_images), int(seed),
+                           int(batch_size), source_id])
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: dict) -> None:
+        self.entries[key] = entry
+
+    def save(self) -> None:
+        if self.path is not None:
+            mio.write_json(self.path, {"version": CACHE_VERSION, "entries": self.entries})
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def _seed_of(*parts) -> int:
+    """A stable 31-bit seed from the parts (the same in every process, unlike ``hash``)."""
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def _batches(data: ImageData, batch_size: int):
+    """Float [0, 1] batches of ``data`` (already on the device) in order."""
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        yield data.float_images(sl), data.labels[sl]
+
+
+@torch.no_grad()
+def count_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How many images of the batch ``model`` classifies correctly (a 0-d tensor on the device)."""
+    return (model(x).argmax(1) == y).sum()
+
+
+@dataclass
+class _Cell:
+    perturbation: str
+    severity: int
+    data: ImageData
+    data_id: str
+    black_box: bool = False
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`run_suite` returns: the long results (with ``clean_accuracy`` and ``robustness``),
+    how many model-cells were computed and reused, what was skipped, and the files written."""
+
+    results: pd.DataFrame
+    computed: int
+    reused: int
+    skipped: dict[str, str]
+    files: dict[str, Path]
+    meta: dict
+
+
+def _check_models(refs: list[ModelRef], data: ImageData, surrogate: ModelRef | None) -> None:
+    names = [r.name for r in refs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"models: duplicate row name(s) {', '.join(dupes)}; give every model its own name")
+    for r in refs + ([surrogate] if surrogate is not None else []):
+        n = r.info.get("num_classes")
+        if n is not None and n != data.num_classes:
+            raise ValueError(f"models: {r.name!r} has {n} classes but the test data has {data.num_classes}")
+        ds = r.info.get("dataset")
+        if ds not in (None, "imagefolder") and data.name and ds != data.name:
+            warnings.warn(f"models: {r.name!r} was trained on {ds!r} but the test data is {data.name!r}",
+                          stacklevel=3)
+
+
+def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, surrogate=None,
+              eval_limit: int | None = None, attack_limit: int | None = None,
+              severities=P.SEVERITIES, seed: int = 0, batch_size: int = 256, device=None,
+              progress: bool = True, fresh: bool = False) -> SuiteResult:
+    """Benchmark ``models`` on ``data`` (a test :class:`ImageData`).
+
+    Args:
+        models: ``{row name: nn.Module | ModelRef | checkpoint path}`` (rows in this order).
+        data: the test set; class-balanced subsets of ``eval_limit`` (clean + corruptions) and
+            ``attack_limit`` (attacks) images are drawn with ``seed`` (None: all images).
+        out_dir: folder for ``cache.json``, ``results_long.csv/json`` and ``meta.json`` (None: in memory).
+        parts: None (everything) or group / perturbation names, see :func:`parts.resolve_parts`.
+        surrogate: the model the black-box attacks are crafted on (nn.Module, ModelRef or path);
+            without one, black-box attacks are skipped with a warning (an error if named explicitly).
+        severities: corruption severities to evaluate (1..5).
+        seed: subsets, corruption randomness and PGD random starts.
+        batch_size: images per batch (corruption, attack and evaluation).
+        device: "cpu", "cuda", ... (None or "auto": CUDA when available).
+        progress: a tqdm.auto bar over the model-cells.
+        fresh: ignore the cache and recompute everything (the cache file is then overwritten).
+    """
+    t0 = time.perf_counter()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    for name, lim in (("eval_limit", eval_limit), ("attack_limit", attack_limit)):
+        if lim is not None and (isinstance(lim, bool) or not isinstance(lim, int) or lim < 1):
+            raise ValueError(f"{name}: must be an integer >= 1 or None (all images), got {lim!r}")
+    severities = tuple(severities)
+    bad = [s for s in severities if s not in P.SEVERITIES]
+    if bad or not severities:
+        raise ValueError(f"severities: must be a non-empty selection of {P.SEVERITIES}, got {severities!r}")
+    if not isinstance(data, ImageData):
+        raise ValueError(f"data: expected an ImageData, got {type(data).__name__}")
+    if not models:
+        raise ValueError("models: no model to evaluate")
+
+    dev = resolve_device(device)
+    refs = [as_model_ref(str(name), m, dev) for name, m in models.items()]
+    sur = as_model_ref("surrogate", surrogate, dev) if surrogate is not None else None
+    _check_models(refs, data, sur)
+    sel = P.resolve_parts(parts, have_surrogate=sur is not None)
+
+    eval_set = data.subset(eval_limit, seed).to(dev)
+    attack_set = data.subset(attack_limit, seed).to(dev) if sel.attacks else None
+    eval_id = data_identity(eval_set)
+    attack_id = data_identity(attack_set) if attack_set is not None else None
+
+    cells: list[_Cell] = [_Cell(P.CLEAN, 0, eval_set, eval_id)]
+    if attack_set is not None and attack_id != eval_id:
+        cells.append(_Cell(P.CLEAN, 0, attack_set, attack_id))
+    cells += [_Cell(c, s, eval_set, eval_id) for c in sel.corruptions for s in severities]
+    cells += [_Cell(a, 0, attack_set, attack_id, P.is_black_box(a)) for a in sel.attacks]
+
+    cache = ResultCache(Path(out_dir) / CACHE_FILE if out_dir is not None else None, fresh=fresh)
+
+    def key(ref: ModelRef, cell: _Cell) -> str:
+        source = sur.identity if cell.black_box else ""
+        return cache.key(ref.identity, cell.data_id, cell.perturbation, cell.severity, len(cell.data),
+                         seed, batch_size, source)
+
+    todo = [(cell, [r for r in refs if cache.get(key(r, cell)) is None]) for cell in cells]
+    n_total = len(cells) * len(refs)
+    n_missing = sum(len(ms) for _, ms in todo)
+    bar = tqdm(total=n_total, initial=n_total - n_missing, desc="benchmark", unit="cell", disable=not progress)
+    computed = 0
+    try:
+        for cell, missing in todo:
+            if not missing:
+                continue
+            bar.set_postfix_str(f"{cell.perturbation}" + (f" s{cell.severity}" if cell.severity else ""))
+            t_cell = time.perf_counter()
+            correct = _measure(cell, missing, sur, seed, batch_size, dev)
+            seconds = round(time.perf_counter() - t_cell, 3)
+            for r in missing:
+                n = len(cell.data)
+                cache.put(key(r, cell), {
+                    "model_id": r.identity, "model": r.name, "kind": P.kind_of(cell.perturbation),
+                    "perturbation": cell.perturbation, "severity": cell.severity, "n_images": n,
+                    "correct": int(correct[r.name]), "accuracy": int(correct[r.name]) / n, "seed": seed,
+                    "batch_size": batch_size, "seconds_for_all_models": seconds,
+                })
+            cache.save()
+            computed += len(missing)
+            bar.update(len(missing))
+    finally:
+        bar.close()
+
+    rows = []
+    for cell in cells:
+        for r in refs:
+            e = cache.get(key(r, cell))
+            rows.append({"model": r.name, "kind": P.kind_of(cell.perturbation), "perturbation": cell.perturbation,
+                         "severity": cell.severity, "accuracy": e["accuracy"], "n_images": e["n_images"],
+                         "correct": e["correct"], "model_id": r.identity})
+    results = add_robustness(pd.DataFrame(rows))
+
+    meta = {
+        "models": {r.name: {"identity": r.identity, "path": r.info.get("path"), "method": r.info.get("method"),
+                            "architecture": r.info.get("model"), "dataset": r.info.get("dataset")} for r in refs},
+        "surrogate": None if sur is None else {"identity": sur.identity, "path": sur.info.get("path"),
+                                               "architecture": sur.info.get("model")},
+        "data": {"name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
+                 "test_images": len(data), "eval_images": len(eval_set),
+                 "attack_images": None if attack_set is None else len(attack_set)},
+        "eval_limit": eval_limit, "attack_limit": attack_limit, "severities": list(severities), "seed": seed,
+        "batch_size": batch_size, "device": str(dev), "parts": list(parts) if parts is not None else ["all"],
+        "perturbations": list(sel.perturbations), "skipped": dict(sel.skipped),
+        "computed_cells": computed, "reused_cells": n_total - computed,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    files: dict[str, Path] = {}
+    if out_dir is not None:
+        out = Path(out_dir)
+        files["cache"] = out / CACHE_FILE
+        cache.save()
+        files["results_csv"] = mio.write_text(out / RESULTS_CSV, results.to_csv(index=False))
+        files["results_json"] = mio.write_json(out / RESULTS_JSON, _records(results))
+        files["meta"] = mio.write_json(out / META_JSON, meta)
+    return SuiteResult(results, computed, n_total - computed, dict(sel.skipped), files, meta)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows (NaN -> None, numpy scalars -> Python)."""
+    return json.loads(df.to_json(orient="records"))
+
+
+def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, seed: int,
+             batch_size: int, device: torch.device) -> dict[str, int]:
+    """Correct predictions of each model on one cell, the perturbed batches shared by all models."""
+    kind = P.kind_of(cell.perturbation)
+    if kind == P.KIND_WHITE_BOX:
+        out = {}
+        for r in models:
+            g = torch.Generator().manual_seed(_seed_of(seed, cell.perturbation))
+            acc = A.attack_accuracy(cell.perturbation, r.model, cell.data.images, cell.data.labels,
+                                    batch_size=batch_size, device=device, generator=g)
+            out[r.name] = round(acc * len(cell.data))
+        return out
+    correct = {r.name: torch.zeros((), dtype=torch.int64, device=device) for r in models}
+    g = torch.Generator().manual_seed(_seed_of(seed, cell.perturbation, cell.severity))
+    for x, y in _batches(cell.data, batch_size):
+        if kind in (P.KIND_IMAGENET_C, P.KIND_EXTRA):
+            x = C.corrupt(x, cell.perturbation, cell.severity, generator=g)
+        elif kind == P.KIND_BLACK_BOX:
+            x = A.run_attack(cell.perturbation, surrogate.model, x, y, surrogate=surrogate.model, generator=g)
+        for r in models:
+            correct[r.name] += count_correct(r.model, x, y)
+    return {k: int(v.item()) for k, v in correct.items()}
