@@ -78,11 +78,20 @@ def cmd_bench_step(argv) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .benchmark.command import run_evaluate
+    return run_evaluate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlat-edu", description="M-TLAT (ECCV 2020) for learning and research")
     sub = p.add_subparsers(dest="command", required=True)
     add_train_args(sub.add_parser("train", help="train one or more methods with the paper's recipe"))
     sub.add_parser("bench-step", help="time a training step per method (ratio to standard)", add_help=False)
+    from .benchmark.command import add_evaluate_args
+    add_evaluate_args(sub.add_parser("evaluate", help="robustness benchmark of trained models (Tables 1-3)"))
+    from .course import add_reproduce_args
+    add_reproduce_args(sub.add_parser("reproduce", help="run the course notebooks in order with papermill"))
     return p
 
 
@@ -92,7 +101,10 @@ def main(argv=None) -> int:
         return cmd_bench_step(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train}[args.command](args)
+        if args.command == "reproduce":
+            from .course import cmd_reproduce
+            return cmd_reproduce(args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"mtlat-edu: error: {exc}", file=sys.stderr)
         return 2
