@@ -8,6 +8,7 @@ VENV    ?= .venv
 PROFILE ?= cpu
 DEVICE  ?= auto
 OUT     ?= output/$(PROFILE)
+DATA_ROOT ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT)
+	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
