@@ -4,18 +4,23 @@ from __future__ import annotations
 import torch
 
 
+class ImageTypeError(ValueError, TypeError):
+    """Images of the wrong type or dtype: both a ValueError (bad argument) and a TypeError."""
+
+
 def check_images(x: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Images must be a floating NCHW tensor with values in [0, 1]."""
+    """Images must be a floating NCHW tensor with values in [0, 1] (NaN is out of range)."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        raise ImageTypeError(f"{name}: expected a float NCHW torch.Tensor with values in [0, 1], "
+                             f"got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{name}: expected a 4-d NCHW batch, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a float tensor with values in [0, 1], got dtype {x.dtype}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(
-            f"{name}: values must lie in [0, 1], got min {x.min().item():.4g} and max {x.max().item():.4g}"
-        )
+        raise ImageTypeError(f"{name}: expected a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = torch.aminmax(x)
+        if not (bool(lo >= 0) and bool(hi <= 1)):
+            raise ValueError(f"{name}: values must lie in [0, 1], got min {lo.item():.4g} and max {hi.item():.4g}")
     return x
 
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from .adversarial import EPS_MAX, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm
 from .checks import check_positive, check_range
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
-from .mixup import DEFAULT_ALPHA, sample_lambda, mixup
+from .mixup import DEFAULT_ALPHA, random_mixup
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,8 @@ def split_batch(x: torch.Tensor, y: torch.Tensor):
 
 
 def _mix(x, y_soft, cfg: MethodConfig, g):
-    n = x.shape[0]
-    lam = sample_lambda(n, cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device).to(x.device)
-    perm = torch.randperm(n, generator=g, device=lam.device if g is None else g.device).to(x.device)
-    return mixup(x, y_soft, lam, perm, validate=False)
+    x_mix, y_mix, _ = random_mixup(x, y_soft, cfg.alpha, per_batch=cfg.per_batch, generator=g, validate=False)
+    return x_mix, y_mix
 
 
 def _eps(n, cfg: MethodConfig, g, device):

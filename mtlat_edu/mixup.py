@@ -65,10 +65,10 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, val
 
 
 def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_ALPHA, *,
-                 per_batch: bool = False, generator: torch.Generator | None = None):
+                 per_batch: bool = False, generator: torch.Generator | None = None, validate: bool = True):
     """Eq. (1) with fresh ``lam ~ Beta(alpha, alpha)`` and a random pairing; returns ``(x_mix, y_mix, lam)``."""
     n = x.shape[0]
     lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=x.device)
     perm = torch.randperm(n, generator=generator, device=lam.device).to(x.device)
-    x_mix, y_mix = mixup(x, y_soft, lam.to(x.device), perm)
+    x_mix, y_mix = mixup(x, y_soft, lam.to(x.device), perm, validate=validate)
     return x_mix, y_mix, lam

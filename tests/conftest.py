@@ -23,6 +23,16 @@ def synthetic_small():
     return load_dataset("synthetic", "train", limit=64)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on a small shared CPU, two spinning threads per process
+    cost far more than they gain (restored afterwards). Use with ``pytestmark``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

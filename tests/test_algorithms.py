@@ -186,3 +186,9 @@ def test_least_likely_target():
     model = nn.Sequential(nn.Flatten(), logits_model)
     x = torch.tensor([[0.5, 0.1, 0.9, 0.0]]).view(1, 1, 2, 2)
     assert least_likely_targets(model, x).tolist() == [1]
+
+
+def test_nan_images_are_out_of_range():
+    y = one_hot(torch.tensor([0, 1]), 2)
+    with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+        mixup(torch.full((2, 3, 4, 4), float("nan")), y, 0.5, torch.tensor([1, 0]))

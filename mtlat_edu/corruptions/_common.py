@@ -8,27 +8,19 @@ from typing import Callable
 
 import torch
 
+from ..checks import check_images as _check_images
 from ._tables import EXTRA_RANGES, TABLES
 
 CIFAR_MAX_SIDE = 64  # images whose larger side is <= this use the CIFAR table by default
 
 
 def check_images(x) -> None:
-    """``x`` must be a float NCHW RGB batch with values in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x: expected a float NCHW torch.Tensor with values in [0, 1], got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x: expected a 4-d NCHW batch, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x: expected a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    """``x`` must be a float NCHW RGB batch with values in [0, 1], at least 16 x 16 px."""
+    _check_images(x, "x")
     if x.shape[1] != 3:
         raise ValueError(f"x: expected 3 (RGB) channels in dim 1 (NCHW), got shape {tuple(x.shape)}")
     if x.shape[2] < 16 or x.shape[3] < 16:
         raise ValueError(f"x: height and width must be at least 16 px, got shape {tuple(x.shape)}")
-    if x.numel():
-        lo, hi = torch.aminmax(x)
-        if not (bool(lo >= 0) and bool(hi <= 1)):  # also catches NaN
-            raise ValueError(f"x: values must lie in [0, 1], got min {lo.item():.4g} and max {hi.item():.4g}")
 
 
 def check_severity(severity) -> float:
