@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from .checks import resolve_device
 from .data import load_dataset
 from .methods import METHODS, MethodConfig, get_method
 from .models import build_model
@@ -24,7 +25,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
                rounds=5, steps_per_round=3, device=None, amp=True, channels_last=True,
                compile=False, seed=0) -> dict[str, dict]:
     """Median seconds per step and images per second for each method (interleaved rounds)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(model_name, 10).to(device)
     mem = torch.channels_last if (device.type == "cuda" and channels_last) else torch.contiguous_format
@@ -84,8 +85,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     res = time_steps(tuple(args.methods), args.model, args.batch_size, args.image_size, args.rounds,
                      args.steps_per_round, args.device, compile=args.compile)
-    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    dev = resolve_device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"model {args.model}, batch {args.batch_size}, {args.image_size} px, device {name}, torch {torch.__version__}")
     print(f"{'method':<12} {'s/step':>9} {'img/s':>9} {'ratio':>7}")
     for m, r in res.items():

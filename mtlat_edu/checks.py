@@ -44,6 +44,17 @@ def check_range(value, name: str, low: float, high: float, low_open: bool = Fals
         raise ValueError(f"{name}: must lie in {bracket}{low}, {high}], got {value!r}")
 
 
+def resolve_device(device=None) -> torch.device:
+    """``None`` or ``"auto"``: the GPU when one is visible, else the CPU; otherwise the named device,
+    with a clear error when CUDA is asked for but absent."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return dev
+
+
 def check_positive(value: float, name: str) -> None:
     if not value > 0:
         raise ValueError(f"{name}: must be > 0, got {value!r}")

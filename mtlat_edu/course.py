@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import io as mio
+from . import checks, io as mio
 from .profiles import PROFILES, SURROGATE, TABLE_METHODS, Profile, get_profile, load_profile_data, run_dir, train_profile
 from .train import read_history
 
@@ -58,12 +58,7 @@ SMOKE_NOTEBOOK_LIMITS = {"eval_limit": 16, "attack_limit": 8}
 
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked but no CUDA GPU is visible; use device='auto' or 'cpu'")
-    return str(dev)
+    return str(checks.resolve_device(device))
 
 
 def notebook_dir() -> Path:

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import io as mio
-from .checks import check_positive, check_range
+from .checks import check_positive, check_range, resolve_device
 from .data import AUGMENTATIONS, DATASETS, DeviceBatches, ImageData, load_dataset
 from .methods import ADVERSARIAL, MethodConfig, get_method, METHODS
 from .models import MODELS, build_model
@@ -87,9 +87,7 @@ class TrainConfig:
         return self
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def identity(self) -> dict:
         """The fields that must match for a checkpoint to be resumed."""

@@ -145,7 +145,8 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     from ..profiles import load_profile_data
     from .report import table3_markdown, write_report
     from .scores import score_table
-    from .suite import resolve_device, run_suite
+    from ..checks import resolve_device
+    from .suite import run_suite
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
     dev = resolve_device(device)

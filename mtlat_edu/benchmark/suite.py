@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from .. import attacks as A
 from .. import corruptions as C
 from .. import io as mio
-from ..data import ImageData
+from ..checks import resolve_device
+from ..data import DeviceBatches, ImageData
 from ..train import load_checkpoint
 from . import parts as P
 from .scores import add_robustness
@@ -106,12 +107,6 @@ def as_model_ref(name: str, model, device) -> ModelRef:
                      f"got {type(model).__name__}")
 
 
-def resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ---------------------------------------------------------------------------------------------
 # the cache
 
@@ -155,13 +150,6 @@ class ResultCache:
 def _seed_of(*parts) -> int:
     """A stable 31-bit seed from the parts (the same in every process, unlike ``hash``)."""
     return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
-def _batches(data: ImageData, batch_size: int):
-    """Float [0, 1] batches of ``data`` (already on the device) in order."""
-    for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
-        yield data.float_images(sl), data.labels[sl]
 
 
 @torch.no_grad()
@@ -347,7 +335,7 @@ def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, se
         return out
     correct = {r.name: torch.zeros((), dtype=torch.int64, device=device) for r in models}
     g = torch.Generator().manual_seed(_seed_of(seed, cell.perturbation, cell.severity))
-    for x, y in _batches(cell.data, batch_size):
+    for x, y in DeviceBatches(cell.data, batch_size, cell.data.images.device):
         if kind in (P.KIND_IMAGENET_C, P.KIND_EXTRA):
             x = C.corrupt(x, cell.perturbation, cell.severity, generator=g)
         elif kind == P.KIND_BLACK_BOX:
