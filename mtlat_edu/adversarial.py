@@ -17,15 +17,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_images, check_range
+from .checks import check_eps, check_int, check_labels, check_model_input, check_range
 
 EPS_MAX = 0.025
 
 
 def sample_eps(n: int, eps_max: float = EPS_MAX, *, per_batch: bool = False,
-               generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Draw ``eps ~ U[0, eps_max]``: one per sample (Algorithm 1), or one for the batch."""
-    check_range(eps_max, "eps_max", 0.0, 1.0)
+               generator: torch.Generator | None = None, device=None, validate: bool = True) -> torch.Tensor:
+    """Draw ``eps ~ U[0, eps_max]``: one per sample (Algorithm 1), or one for the batch.
+
+    ``validate=False`` (the training loop: MethodConfig checked ``eps_max`` once) skips the checks."""
+    if validate:
+        check_int(n, "n", 0)
+        check_range(eps_max, "eps_max", 0.0, 1.0)
     device = generator.device if generator is not None else (device or "cpu")
     u = torch.rand(1 if per_batch else n, generator=generator, device=device)
     return (u * eps_max).expand(n) if per_batch else u * eps_max
@@ -83,7 +87,7 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps, *, validate: bool = True)
     and checking values would synchronise the GPU at every step).
     """
     if validate:
-        _validate(x, y, eps)
+        _validate(model, x, y, eps)
     return _step(x, input_gradient(model, x, y), eps, +1.0)
 
 
@@ -93,12 +97,11 @@ def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, valida
     The step *decreases* the loss towards ``y_target``, pushing the image towards that class.
     """
     if validate:
-        _validate(x, y_target, eps)
+        _validate(model, x, y_target, eps)
     return _step(x, input_gradient(model, x, y_target), eps, -1.0)
 
 
-def _validate(x, y, eps):
-    check_images(x, "x")
-    check_range(eps, "eps", 0.0, 1.0)
-    if y.dim() != 1 or y.is_floating_point() or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y: expected {x.shape[0]} integer class indices (one per image), got {tuple(y.shape)}")
+def _validate(model, x, y, eps):
+    check_model_input(x, model, "x")
+    check_eps(eps, "eps", x.shape[0])
+    check_labels(y, None, x.shape[0], "y")

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .checks import check_images, check_labels, check_positive, check_range
+from .checks import check_int, check_labels, check_model_input, check_positive, check_range
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
@@ -60,8 +60,7 @@ def eval_mode(model: torch.nn.Module):
 
 
 def _check_steps(steps, name: str = "steps") -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {steps!r}")
+    check_int(steps, name)
 
 
 def _check_eps(eps) -> float:
@@ -74,15 +73,12 @@ def _check_eps(eps) -> float:
     return value
 
 
-def _check_batch(x: torch.Tensor, y: torch.Tensor | None, name_x: str = "x") -> None:
-    """Images: float NCHW in [0, 1]; labels: an integer vector, one per image (class range checked
-    later, once the number of classes is known from the logits)."""
-    check_images(x, name_x)
+def _check_batch(model, x: torch.Tensor, y: torch.Tensor | None, name_x: str = "x") -> None:
+    """Images: float32/16/bf16 NCHW in [0, 1] with the model's channels; labels: an integer vector,
+    one per image (class range checked later, once the number of classes is known from the logits)."""
+    check_model_input(x, model, name_x)
     if y is not None:
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"y: expected a 1-d integer tensor of class indices, got {getattr(y, 'shape', y)!r}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"y: expected {x.shape[0]} labels (one per image), got {y.shape[0]}")
+        check_labels(y, None, x.shape[0], "y")
         if y.device != x.device:
             raise ValueError(f"y: must be on the images' device {x.device}, got {y.device}")
 
@@ -121,7 +117,7 @@ def _project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Ten
 
 
 def _pgd(model, x, y, eps, steps, step_size, random_start, generator, sign: float):
-    _check_batch(x, y)
+    _check_batch(model, x, y)
     eps = _check_eps(eps)
     _check_steps(steps)
     if step_size is None:
@@ -159,7 +155,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float = 0.04, steps: int =
 
 def least_likely_class(model, x: torch.Tensor) -> torch.Tensor:
     """The class each (clean) image is least likely to be according to ``model`` (Kurakin et al.)."""
-    check_images(x, "x")
+    check_model_input(x, model, "x")
     with eval_mode(model), torch.no_grad():
         return model(x).argmin(dim=1)
 
@@ -177,7 +173,7 @@ def pgd_ll(model, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 0
     Random start and step size as :func:`pgd`. ``y`` (the true labels) is not needed; it is accepted
     so that every attack has the same ``(model, x, y)`` call and, when given, only validated.
     """
-    _check_batch(x, y)
+    _check_batch(model, x, y)
     target = least_likely_class(model, x)
     return _pgd(model, x, target, eps, steps, step_size, random_start, generator, -1.0)
 
@@ -222,7 +218,7 @@ def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: 
     the smallest L2 distortion is returned; a sample never misclassified gets the final iterate.
     There is no randomness.
     """
-    _check_batch(x, y)
+    _check_batch(model, x, y)
     _check_steps(steps)
     check_range(confidence, "confidence", 0.0, float("inf"))
     check_positive(c, "c")
@@ -273,7 +269,7 @@ def mi_fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float = 0.04, steps: i
     pixels (it differs from the sum by a constant factor, which leaves ``sign(g)`` unchanged).
     ``steps`` steps of ``eps / steps`` stay in the eps-ball; the projection is kept for safety.
     """
-    _check_batch(x, y)
+    _check_batch(model, x, y)
     eps = _check_eps(eps)
     _check_steps(steps)
     check_range(decay, "decay", 0.0, float("inf"))
@@ -377,9 +373,7 @@ def attack_accuracy(name: str, model, images: torch.Tensor, labels: torch.Tensor
         raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images: expected a uint8 or float NCHW tensor, got {getattr(images, 'shape', images)!r}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels: expected a 1-d tensor of {images.shape[0]} class indices, "
-                         f"got {getattr(labels, 'shape', labels)!r}")
+    check_labels(labels, None, images.shape[0], "labels")  # float labels refused, not truncated
     if images.shape[0] == 0:
         raise ValueError("images: the set is empty")
     if device is None:

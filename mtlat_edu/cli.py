@@ -9,11 +9,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import re
 import sys
 from pathlib import Path
 
-from . import io as mio
 from .methods import METHODS
 from .models import MODELS
 from .data import AUGMENTATIONS, DATASETS
@@ -54,16 +53,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> int:
     from .train import TrainConfig, fit
+    cfgs = [TrainConfig(
+        method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
+        image_size=args.image_size, train_limit=args.train_limit, test_limit=args.test_limit,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
+        augment=args.augment, seed=args.seed, device=args.device, amp=not args.no_amp, compile=args.compile,
+    ).validate() for method in args.method]  # every option checked before anything trains
     rows = []
-    for method in args.method:
-        cfg = TrainConfig(
-            method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
-            image_size=args.image_size, train_limit=args.train_limit, test_limit=args.test_limit,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
-            augment=args.augment, seed=args.seed, device=args.device, amp=not args.no_amp, compile=args.compile,
-        )
-        out = default_run_dir(args.runs, cfg)
+    for cfg in cfgs:
+        method, out = cfg.method, default_run_dir(args.runs, cfg)
         res = fit(cfg, out, resume=not args.no_resume)
         rows.append((method, res.test_acc, out))
     print(f"\n{'method':<12} {'clean acc':>9}  run folder")
@@ -95,18 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def option_message(message: str, parser: argparse.ArgumentParser) -> str:
+    """``eps_max: must ...`` -> ``--eps-max: must ...`` when the command has that option: the
+    validation layer names arguments, the command line names its options."""
+    m = re.match(r"(\w+): ", message)
+    option = f"--{m.group(1).replace('_', '-')}" if m else ""
+    return option + message[m.end(1):] if option in parser._option_string_actions else message
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench-step":
         return cmd_bench_step(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "reproduce":
             from .course import cmd_reproduce
             return cmd_reproduce(args)
         return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"mtlat-edu: error: {exc}", file=sys.stderr)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        print(f"mtlat-edu: error: {option_message(str(exc), sub)}", file=sys.stderr)
         return 2
 
 

@@ -16,10 +16,12 @@ batches there, with no DataLoader workers (airbench's approach).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import random
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +34,14 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from . import io as mio
+from .checks import check_choice, check_int, check_positive
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")
+DOWNLOAD_TIMEOUT = 60.0  # seconds a download may wait for the server (per connection step, not in total)
+CACHE_REMEDY = "delete this cache file (it is rebuilt from the dataset on the next load)"
 
 
 @dataclass
@@ -76,8 +81,7 @@ class ImageData:
         """A class-balanced random subset of ``n`` images (all images when ``n`` is None or too big)."""
         if n is None or n >= len(self):
             return self
-        if n < 1:
-            raise ValueError(f"limit: must be >= 1, got {n}")
+        check_int(n, "limit", 1, optional=True, what="all images")
         g = torch.Generator().manual_seed(seed)
         per = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
         per = [p[torch.randperm(len(p), generator=g)] for p in per]
@@ -100,9 +104,13 @@ def cache_dir() -> Path:
 
 def _cached(key: str, build: Callable[[], ImageData]) -> ImageData:
     path = cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    mio.clean_tmp(path.parent)
     if path.exists():
-        blob = torch.load(path, weights_only=True)
-        return ImageData(blob["images"], blob["labels"], list(blob["classes"]), blob["name"])
+        blob = mio.load_torch(path, "decoded-dataset cache file", CACHE_REMEDY, keys=("images", "labels", "classes", "name"))
+        try:
+            return ImageData(blob["images"], blob["labels"], list(blob["classes"]), blob["name"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise mio.CorruptFileError(f"{path}: not a valid decoded-dataset cache file ({exc}); {CACHE_REMEDY}") from exc
     data = build()
     mio.save_torch(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
                           "name": data.name, "key": key})
@@ -174,14 +182,22 @@ def load_imagefolder(split: str, root, image_size: int | None = None, cache: boo
 
 
 def load_cifar10(split: str, root=None, download: bool = True, cache: bool = True,
-                 image_size: int | None = None) -> ImageData:
+                 image_size: int | None = None, timeout: float = DOWNLOAD_TIMEOUT) -> ImageData:
     """CIFAR-10: an ImageFolder copy when ``root`` holds ``train/`` and ``test/``, else torchvision's.
 
     With ``root=None`` the shared JPEG copy next to the repository is used when present, then
-    ``data/``. torchvision's loader downloads the archive when it is missing; offline that fails
-    with an error saying how to point the package at a local copy.
+    ``data/``. torchvision's loader downloads the archive when it is missing, waiting at most
+    ``timeout`` seconds for the server at each step; offline (or behind a silent proxy) that fails
+    with an error saying how to point the package at a local copy. A ``root`` that does not exist
+    is refused (no folder is created that the user did not ask for).
     """
     _check_split(split)
+    check_positive(timeout, "timeout")
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"data_root: {root} does not exist or is not a folder (nothing was created); pass a folder with "
+            "train/ and test/ ImageFolder trees (e.g. --data-root ../shared/data/cifar10-jpeg) or one holding "
+            "torchvision's cifar-10-batches-py")
     if root is None:
         root = SHARED_CIFAR if _is_folder_tree(SHARED_CIFAR) else REPO_DATA
     root = Path(root).expanduser()
@@ -190,8 +206,9 @@ def load_cifar10(split: str, root=None, download: bool = True, cache: bool = Tru
         data.name = "cifar10"
         return data
     try:
-        ds = tvd.CIFAR10(str(root), train=(split == "train"), download=download)
-    except Exception as exc:  # URLError, socket errors, checksum errors...
+        with _socket_timeout(timeout):
+            ds = tvd.CIFAR10(str(root), train=(split == "train"), download=download)
+    except Exception as exc:  # URLError, socket errors and timeouts, checksum errors...
         raise RuntimeError(
             f"cifar10: could not load or download CIFAR-10 into {root} ({type(exc).__name__}: {exc}). "
             "Without internet access, point the package at a local copy: either put torchvision's "
@@ -202,6 +219,17 @@ def load_cifar10(split: str, root=None, download: bool = True, cache: bool = Tru
     if image_size is not None and images.shape[-1] != image_size:
         images = v2.functional.resize(images, [image_size, image_size], antialias=True)
     return ImageData(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes), "cifar10")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """torchvision's downloads (urllib) open sockets without a timeout: bound them for a block."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +359,10 @@ def _need_root(root):
 def load_dataset(name: str, split: str, root=None, image_size: int | None = None,
                  limit: int | None = None, seed: int = 0) -> ImageData:
     """Load a registered dataset split, optionally a class-balanced subset of ``limit`` images."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset: unknown name {name!r}; valid names: {', '.join(DATASETS)}")
+    check_choice(name, "dataset", DATASETS)
     _check_split(split)
+    check_int(image_size, "image_size", 1, optional=True, what="the dataset's own size")
+    check_int(limit, "limit", 1, optional=True, what="all images")
     return DATASETS[name](split, root, image_size).subset(limit, seed)
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_range
+from .checks import check_eps, check_labels, check_soft_labels
 
 
-def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
-    """One-hot encodings, shape (B, num_classes)."""
+def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32, *, validate: bool = True) -> torch.Tensor:
+    """One-hot encodings, shape (B, num_classes), of integer class indices (float labels are refused,
+    not truncated; ``validate=False``, in the training loop, skips the checks)."""
+    if validate:
+        check_labels(y, num_classes, name="y")
     return F.one_hot(y.long(), num_classes).to(dtype)
 
 
@@ -37,9 +40,11 @@ def tlat_labels(y_soft: torch.Tensor, y_target: torch.Tensor, eps, *, validate: 
         validate: check ``eps`` (off in the training loop: a value check would sync the GPU).
     """
     if validate:
-        check_range(eps, "eps", 0.0, 1.0)
+        check_soft_labels(y_soft, "y_soft")
+        check_labels(y_target, y_soft.shape[1], y_soft.shape[0], "y_target")
+        check_eps(eps, "eps", y_soft.shape[0])
     e = _per_sample(eps, y_soft)
-    return (1 - e) * y_soft + e * one_hot(y_target, y_soft.shape[1], y_soft.dtype)
+    return (1 - e) * y_soft + e * one_hot(y_target, y_soft.shape[1], y_soft.dtype, validate=False)
 
 
 def smooth_labels(y: torch.Tensor, num_classes: int, eps, *, validate: bool = True) -> torch.Tensor:
@@ -50,8 +55,9 @@ def smooth_labels(y: torch.Tensor, num_classes: int, eps, *, validate: bool = Tr
     sample. Taken literally these vectors sum to ``1 - eps / N``; we keep the paper's values.
     """
     if validate:
-        check_range(eps, "eps", 0.0, 1.0)
-    hot = one_hot(y, num_classes)
+        check_labels(y, num_classes, name="y")
+        check_eps(eps, "eps", y.shape[0])
+    hot = one_hot(y, num_classes, validate=False)
     e = _per_sample(eps, hot)
     return hot * (1 - e) + (1 - hot) * (e / num_classes)
 

@@ -37,6 +37,7 @@ How a batch is used (our reading of section 3.2 and Algorithm 1, documented in d
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .adversarial import EPS_MAX, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm
-from .checks import check_positive, check_range
+from .checks import check_choice, check_int, check_labels, check_model_input, check_positive, check_range
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
 from .mixup import DEFAULT_ALPHA, random_mixup
 
@@ -60,6 +61,7 @@ class MethodConfig:
     target: str = "random"
 
     def __post_init__(self):
+        check_int(self.num_classes, "num_classes", 2)
         check_positive(self.alpha, "alpha")
         check_range(self.eps_max, "eps_max", 0.0, 1.0)
         if self.target not in TARGET_SELECTION:
@@ -74,15 +76,25 @@ ADVERSARIAL = ("fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
 
 
 def register(name: str):
+    """Register a loss ``fn(model, x, y, cfg, g)``; the registered function takes ``validate=True``
+    (check the batch: float NCHW images in [0, 1] with the model's channels, integer labels in
+    range, a MethodConfig) and the training loop calls it with ``validate=False``."""
     def deco(fn: LossFn) -> LossFn:
-        METHODS[name] = fn
-        return fn
+        @functools.wraps(fn)
+        def loss(model, x, y, cfg: MethodConfig, g=None, *, validate: bool = True):
+            if validate:
+                if not isinstance(cfg, MethodConfig):
+                    raise ValueError(f"cfg: expected a MethodConfig, got {type(cfg).__name__}")
+                check_model_input(x, model, "x")
+                check_labels(y, cfg.num_classes, x.shape[0], "y")
+            return fn(model, x, y, cfg, g)
+        METHODS[name] = loss
+        return loss
     return deco
 
 
 def get_method(name: str) -> LossFn:
-    if name not in METHODS:
-        raise ValueError(f"method: unknown name {name!r}; valid names: {', '.join(METHODS)}")
+    check_choice(name, "method", METHODS)
     return METHODS[name]
 
 
@@ -105,7 +117,7 @@ def _mix(x, y_soft, cfg: MethodConfig, g):
 
 
 def _eps(n, cfg: MethodConfig, g, device):
-    return sample_eps(n, cfg.eps_max, per_batch=cfg.per_batch, generator=g, device=device).to(device)
+    return sample_eps(n, cfg.eps_max, per_batch=cfg.per_batch, generator=g, device=device, validate=False).to(device)
 
 
 def _targets(model, x, y, cfg: MethodConfig, g):
@@ -136,7 +148,7 @@ def standard(model, x, y, cfg: MethodConfig, g=None):
 @register("mixup")
 def mixup_method(model, x, y, cfg: MethodConfig, g=None):
     """Mixup, eq. (1), on the whole batch."""
-    x_mix, y_mix = _mix(x, one_hot(y, cfg.num_classes), cfg, g)
+    x_mix, y_mix = _mix(x, one_hot(y, cfg.num_classes, validate=False), cfg, g)
     return soft_cross_entropy(model(x_mix), y_mix)
 
 
@@ -173,7 +185,8 @@ def ls_method(model, x, y, cfg: MethodConfig, g=None):
 def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     """TLAT, eq. (4): targeted FGSM labelled ``(1 - eps) * y_clean + eps * y_target``."""
     xc, yc, x_adv, ya, y_t, eps = _targeted_half(model, x, y, cfg, g)
-    return two_part_loss(model, xc, yc, x_adv, tlat_labels(one_hot(ya, cfg.num_classes), y_t, eps, validate=False))
+    y_adv = tlat_labels(one_hot(ya, cfg.num_classes, validate=False), y_t, eps, validate=False)
+    return two_part_loss(model, xc, yc, x_adv, y_adv)
 
 
 @register("iat")
@@ -185,9 +198,9 @@ def iat_method(model, x, y, cfg: MethodConfig, g=None):
     """
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
-    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n), cfg, g)
+    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)
     x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device), validate=False)
-    x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n), cfg, g)
+    x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n, validate=False), cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
 
@@ -199,8 +212,8 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None):
     """
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
-    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n), cfg, g)             # Algorithm 1, lines 1-2
-    x_mix2, y_mix2 = _mix(xa, one_hot(ya, n), cfg, g)             # lines 3-4
+    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)             # Algorithm 1, lines 1-2
+    x_mix2, y_mix2 = _mix(xa, one_hot(ya, n, validate=False), cfg, g)             # lines 3-4
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, x_mix2, ya, cfg, g)
     x_mtlat = targeted_fgsm(model, x_mix2, y_t, eps, validate=False)              # line 5, eq. (6)

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_images, check_positive, check_range
+from .checks import check_eps, check_images, check_int, check_labels, check_nchw, check_positive, check_soft_labels
 
 DEFAULT_ALPHA = 0.4
 
 
 def sample_lambda(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = False,
-                  generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, device=None, validate: bool = True) -> torch.Tensor:
     """Draw ``n`` mixing ratios ``lam ~ Beta(alpha, alpha)`` (all equal with ``per_batch``).
 
     Beta samples are drawn as ``G1 / (G1 + G2)`` with ``G1, G2 ~ Gamma(alpha, 1)`` so that a
     ``torch.Generator`` controls them (``torch.distributions`` takes no generator).
     """
-    check_positive(alpha, "alpha")
+    if validate:  # off in the training loop: MethodConfig checked alpha once
+        check_int(n, "n", 0)
+        check_positive(alpha, "alpha")
     device = generator.device if generator is not None else (device or "cpu")
     m = 1 if per_batch else n
     conc = torch.full((2, m), float(alpha), device=device)
@@ -48,10 +50,9 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, val
     """
     if validate:
         check_images(x, "x")
-        check_range(lam, "lam", 0.0, 1.0)
-        if y_soft.shape[0] != x.shape[0] or perm.shape != (x.shape[0],):
-            raise ValueError(f"y_soft, perm: expected {x.shape[0]} rows (one per image), "
-                             f"got {tuple(y_soft.shape)} and {tuple(perm.shape)}")
+        check_eps(lam, "lam", x.shape[0])
+        check_soft_labels(y_soft, "y_soft", x.shape[0])
+        check_labels(perm, x.shape[0], x.shape[0], "perm")  # partner indices in [0, B)
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
     if lam.dim() == 0:
         lam = lam.expand(x.shape[0])
@@ -67,8 +68,8 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, val
 def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_ALPHA, *,
                  per_batch: bool = False, generator: torch.Generator | None = None, validate: bool = True):
     """Eq. (1) with fresh ``lam ~ Beta(alpha, alpha)`` and a random pairing; returns ``(x_mix, y_mix, lam)``."""
-    n = x.shape[0]
-    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=x.device)
+    n = check_nchw(x, "x").shape[0]
+    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=x.device, validate=validate)
     perm = torch.randperm(n, generator=generator, device=lam.device).to(x.device)
     x_mix, y_mix = mixup(x, y_soft, lam.to(x.device), perm, validate=validate)
     return x_mix, y_mix, lam

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from .checks import check_choice, check_int, check_nchw
+
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
 # for both CIFAR and ImageNet data; any fixed affine map is equivalent up to the first layer.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +40,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_nchw(x, "x", self.mean.shape[1])  # shape only: a 1-channel batch must not broadcast silently
         return (x - self.mean) / self.std
 
 
@@ -162,8 +165,6 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
 
 def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
     """Build a registered model that takes [0, 1] images (normalization is its first layer)."""
-    if name not in MODELS:
-        raise ValueError(f"model: unknown name {name!r}; valid names: {', '.join(MODELS)}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
+    check_choice(name, "model", MODELS)
+    check_int(num_classes, "num_classes", 2)
     return NormalizedModel(MODELS[name](num_classes))

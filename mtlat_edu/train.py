@@ -18,7 +18,6 @@ epoch (the running loss is summed on the device).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import io as mio
-from .checks import check_positive, check_range, resolve_device
+from .checks import check_choice, check_int, check_nchw, check_positive, check_range, model_channels, resolve_device
 from .data import AUGMENTATIONS, DATASETS, DeviceBatches, ImageData, load_dataset
 from .methods import ADVERSARIAL, MethodConfig, get_method, METHODS
 from .models import MODELS, build_model
 
 PAPER_EPOCHS = 90
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "generators", "history", "config", "torch_rng")
+MODEL_KEYS = ("model", "config", "num_classes")
+RESUME_REMEDY = "start the run over with resume=False (--no-resume), or delete the file"
 PAPER_MILESTONES = (30, 60, 80)
 
 
@@ -64,18 +66,21 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def validate(self) -> "TrainConfig":
-        if self.method not in METHODS:
-            raise ValueError(f"method: unknown name {self.method!r}; valid names: {', '.join(METHODS)}")
-        if self.model not in MODELS:
-            raise ValueError(f"model: unknown name {self.model!r}; valid names: {', '.join(MODELS)}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: unknown name {self.dataset!r}; valid names: {', '.join(DATASETS)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment: unknown name {self.augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs: must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size: must be an integer >= 1, got {self.batch_size!r}")
+        """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
+        check_choice(self.method, "method", METHODS)
+        check_choice(self.model, "model", MODELS)
+        check_choice(self.dataset, "dataset", DATASETS)
+        check_choice(self.augment, "augment", AUGMENTATIONS)
+        check_int(self.epochs, "epochs")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.eval_batch_size, "eval_batch_size")
+        check_int(self.seed, "seed", 0)
+        check_int(self.image_size, "image_size", 1, optional=True, what="the dataset's own size")
+        check_int(self.train_limit, "train_limit", 1, optional=True, what="all images")
+        check_int(self.test_limit, "test_limit", 1, optional=True, what="all images")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise ValueError(f"data_root: expected a folder path (a str) or None, got {self.data_root!r}")
+        resolve_device(self.device)
         if self.method in ADVERSARIAL and (self.batch_size < 2 or self.batch_size % 2):
             raise ValueError(f"batch_size: method {self.method!r} splits each batch into a clean and an "
                              f"adversarial half, so it must be even and >= 2, got {self.batch_size}")
@@ -108,6 +113,10 @@ def lr_factor(step: int, total_steps: int, epochs_ref: int = PAPER_EPOCHS,
 def evaluate(model: torch.nn.Module, data: ImageData, batch_size: int = 1000, device=None,
              amp: bool = True) -> float:
     """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data``, in eval mode, batched."""
+    if not isinstance(data, ImageData):
+        raise ValueError(f"data: expected an ImageData (data.load_dataset), got {type(data).__name__}")
+    check_int(batch_size, "batch_size")
+    check_nchw(data.images, "data.images", model_channels(model))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -151,19 +160,37 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
         out_dir: folder for ``checkpoint.pt``, ``model.pt``, ``history.json`` and ``config.json``;
             None keeps everything in memory.
         train_data, test_data: pre-loaded data (else loaded from ``cfg``).
-        resume: continue from ``out_dir/checkpoint.pt`` when present (a finished run returns at once).
+        resume: continue from ``out_dir/checkpoint.pt`` when present (a finished run returns at once);
+            False starts over (the folder's previous checkpoint and model are removed first).
         stop_after: stop after this many epochs of *this call* (to simulate an interruption).
+
+    ``out_dir`` is locked for the call (a second run into it fails at once, see
+    :func:`mtlat_edu.io.folder_lock`); the checkpoint holds the history and ``history.json`` /
+    ``config.json`` are rewritten from it, so a kill at any moment leaves a consistent folder.
     """
     cfg.validate()
-    device = cfg.resolved_device()
+    check_int(stop_after, "stop_after", optional=True, what="run to the end")
     if train_data is None:
         train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.train_limit, cfg.seed)
     if test_data is None:
         test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size, cfg.test_limit, cfg.seed)
-    num_classes = train_data.num_classes
+    for name, data in (("train_data", train_data), ("test_data", test_data)):
+        if not isinstance(data, ImageData):
+            raise ValueError(f"{name}: expected an ImageData (data.load_dataset) or None, got {type(data).__name__}")
     if len(train_data) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the training set ({len(train_data)} images)")
+    if out_dir is None:
+        return _fit(cfg, None, train_data, test_data, resume, progress, stop_after)
+    out = Path(out_dir)
+    with mio.folder_lock(out):
+        mio.clean_tmp(out, every=True)
+        return _fit(cfg, out, train_data, test_data, resume, progress, stop_after)
 
+
+def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: ImageData, resume: bool,
+         progress: bool, stop_after: int | None) -> TrainResult:
+    device = cfg.resolved_device()
+    num_classes = train_data.num_classes
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes).to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -177,24 +204,34 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
     history: list[dict] = []
     start_epoch = 0
 
-    out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out else None
     if out and resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False, map_location=device)
-        saved = TrainConfig(**state["config"])
-        if saved.identity() != cfg.identity():
-            diff = {k: (v, cfg.identity()[k]) for k, v in saved.identity().items() if cfg.identity()[k] != v}
+        state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
+        asked = cfg.identity()
+        saved = {k: state["config"].get(k) for k in asked} if isinstance(state["config"], dict) else {}
+        if saved != asked:
+            diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
             raise ValueError(f"out_dir: {out} holds a checkpoint of a different run (saved vs asked: {diff}); "
-                             "use another out_dir or resume=False")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        for g, s in zip((data_gen, step_gen), state["generators"]):
-            g.set_state(s)
-        torch.set_rng_state(state["torch_rng"])
-        history, start_epoch = state["history"], state["epoch"]
-    if out:
+                             "use another out_dir or resume=False (--no-resume)")
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            for g, s in zip((data_gen, step_gen), state["generators"]):
+                g.set_state(s)
+            torch.set_rng_state(state["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise mio.CorruptFileError(f"{ckpt_path}: not a valid training checkpoint of this run ({exc}); "
+                                       f"{RESUME_REMEDY}") from exc
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        print(f"{out}: already finished ({cfg.epochs} epochs), reusing it" if start_epoch >= cfg.epochs else
+              f"{out}: resuming from epoch {start_epoch} of {cfg.epochs}")
+    elif out:  # a fresh start: nothing of an earlier run may be left to describe this one
+        for name in ("checkpoint.pt", "model.pt"):
+            (out / name).unlink(missing_ok=True)
+    if out:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
         mio.write_json(out / "config.json", dataclasses.asdict(cfg))
+        mio.write_json(out / "history.json", history)
 
     run_model = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
     method = get_method(cfg.method)
@@ -213,7 +250,7 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
         for x, y in bar:
             x = augment(x, step_gen).contiguous(memory_format=mem)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = method(run_model, x, y, mcfg, step_gen)
+                loss = method(run_model, x, y, mcfg, step_gen, validate=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -264,16 +301,20 @@ def load_checkpoint(path, device="cpu"):
         path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
     if not path.exists():
         raise FileNotFoundError(f"path: no model.pt or checkpoint.pt at {path}")
-    state = torch.load(path, map_location=device, weights_only=False)
-    cfg = state["config"]
-    num_classes = state["num_classes"]
-    model = build_model(cfg["model"], num_classes)
-    model.load_state_dict(state["model"])
+    remedy = ("a plain state_dict has no run description: rebuild the model with models.build_model(name, "
+              "num_classes) and call load_state_dict; a damaged file: retrain (mtlat-edu train) or delete it")
+    state = mio.load_torch(path, "model file (model.pt or checkpoint.pt of mtlat-edu)", remedy, device, MODEL_KEYS)
+    cfg, num_classes = state["config"], state["num_classes"]
+    try:
+        model = build_model(cfg["model"], num_classes)
+        model.load_state_dict(state["model"])
+        info_cfg = {k: cfg[k] for k in ("method", "model", "dataset", "data_root", "image_size")}
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise mio.CorruptFileError(f"{path}: not a valid model file ({type(exc).__name__}: {exc}); {remedy}") from exc
     model.to(device).eval()
     history = state.get("history", [])
     info = {
-        "method": cfg["method"], "model": cfg["model"], "dataset": cfg["dataset"],
-        "data_root": cfg["data_root"], "image_size": cfg["image_size"], "num_classes": num_classes,
+        **info_cfg, "num_classes": num_classes,
         "classes": state.get("classes"), "config": cfg, "history": history,
         "test_acc": history[-1]["test_acc"] if history else None, "path": str(path),
     }
@@ -281,5 +322,10 @@ def load_checkpoint(path, device="cpu"):
 
 
 def read_history(out_dir) -> list[dict]:
+    """The per-epoch history of a run folder (``[]`` when there is none yet)."""
     path = Path(out_dir) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    hist = mio.read_json(path, [], remedy="it is derived from checkpoint.pt: delete it and run fit (resume) again")
+    if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
+        raise mio.CorruptFileError(f"{path}: expected a JSON list of per-epoch records, got {type(hist).__name__}; "
+                                   "it is derived from checkpoint.pt: delete it and run fit (resume) again")
+    return hist
