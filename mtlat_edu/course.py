@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 import torch
 
 from . import checks, io as mio
-from .profiles import PROFILES, SURROGATE, TABLE_METHODS, Profile, get_profile, load_profile_data, run_dir, train_profile
+from .profiles import (PROFILES, SURROGATE, TABLE_METHODS, Profile, check_seeds, get_profile, load_profile_data, run_dir,
+                       train_seeds)
 from .train import read_history
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,7 @@ class Course:
     output_dir: Path
     notebook: str = "notebook"
     seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- descriptions
@@ -128,6 +130,8 @@ class Course:
             f"profile     {p.name}: {p.description}",
             f"dataset     {p.dataset}" + (" (GENERATED, not real data)" if self.synthetic else ""),
             f"model       {p.model}, {p.epochs} epoch(s), batch {p.batch_size}, augmentation {p.augment}",
+            f"seeds       {', '.join(map(str, self.seeds))} (one run per method and seed"
+            + ("; tables show mean ± std)" if len(self.seeds) > 1 else "; one seed: no spread, claims cannot be judged)"),
             f"limits      train {p.train_limit or 'all'}, test {p.test_limit or 'all'}, benchmark "
             f"{self.eval_limit or 'all'}, attacks {self.attack_limit or 'all'} images"
             + (" (fewer than `mtlat-edu evaluate --profile smoke`, to keep the test short)" if p.name == "smoke" else ""),
@@ -185,24 +189,62 @@ class Course:
 
     # ---- runs
     def train(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
-        """:func:`~mtlat_edu.profiles.train_profile` on this profile: trains what is missing, reuses the rest."""
-        return train_profile(self.profile, self.runs_root, methods=methods, surrogate=surrogate,
-                             device=self.device, progress=progress)
+        """Train what is missing of this profile for every seed of the course (reuse the rest) and
+        return ``{name: TrainResult}`` of the first seed (:func:`~mtlat_edu.profiles.train_seeds`)."""
+        return self.train_all(methods, surrogate, progress)[self.seeds[0]]
+
+    def train_all(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
+        """``{seed: {name: TrainResult}}`` for every seed of the course (trained when missing)."""
+        return train_seeds(self.profile, self.runs_root, methods=methods, surrogate=surrogate, seeds=self.seeds,
+                           device=self.device, progress=progress)
 
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
-        """``{name: model}`` in eval mode (trained first if missing)."""
+        """``{name: model}`` in eval mode, first seed (trained first if missing)."""
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
 
-    def run_dir(self, method: str) -> Path:
-        return run_dir(self.profile, self.runs_root, method)
+    def run_dir(self, method: str, seed: int | None = None) -> Path:
+        return run_dir(self.profile, self.runs_root, method, self.seeds[0] if seed is None else seed)
 
-    def histories(self, names: Sequence[str] | None = None) -> dict[str, list[dict]]:
+    def histories(self, names: Sequence[str] | None = None, seed: int | None = None,
+                  profile: Profile | None = None) -> dict[str, list[dict]]:
+        """``{name: history}`` of one seed (default: the first) of this profile (or ``profile``)."""
+        prof = profile or self.profile
+        names = list(names or (*prof.methods, SURROGATE))
+        seed = self.seeds[0] if seed is None else seed
+        return {n: read_history(run_dir(prof, self.runs_root, n, seed)) for n in names}
+
+    def clean_accuracy(self, names: Sequence[str] | None = None):
+        """Final test accuracy (%) of every run during training (the profile's ``test_limit`` images)
+        per seed, with the mean and standard deviation over seeds: a DataFrame, one row per name."""
+        import pandas as pd
         names = list(names or (*self.profile.methods, SURROGATE))
-        return {n: read_history(self.run_dir(n)) for n in names}
+        rows = {}
+        for n in names:
+            accs = {f"seed {k}": 100 * h[-1]["test_acc"] for k in self.seeds
+                    if (h := read_history(self.run_dir(n, k)))}
+            values = pd.Series(accs, dtype=float)
+            rows[n] = {**accs, "mean": values.mean(), "std": values.std(ddof=1), "seeds": len(values)}
+        return pd.DataFrame.from_dict(rows, orient="index")
 
-    def run_status(self, name: str) -> str:
+    def short_profile(self) -> Profile:
+        """The under-trained regime notebook 05 contrasts with this profile (itself when it has none)."""
+        name = self.profile.short_profile or self.profile.name
+        return get_profile(name, data_root=self.profile.data_root)
+
+    def regime_histories(self, methods: Sequence[str] = ("standard", "mixup"), progress: bool = False) -> dict:
+        """``{regime label: {method: history}}`` for the short and the converged regime (first seed);
+        the short regime's runs are trained when missing (a few minutes on a CPU)."""
+        short = self.short_profile()
+        if short.name != self.profile.name:
+            train_seeds(short, self.runs_root, methods=methods, surrogate=False, seeds=(self.seeds[0],),
+                        device=self.device, progress=progress)
+        label = lambda p: f"{p.name}: {p.train_limit or 'all'} images, {p.epochs} epochs"  # noqa: E731
+        return {label(short): self.histories(methods, profile=short),
+                label(self.profile): self.histories(methods)}
+
+    def run_status(self, name: str, seed: int | None = None) -> str:
         """"finished", "partial (k/E epochs)" or "missing" for the run folder of ``name``."""
-        d = self.run_dir(name)
+        d = self.run_dir(name, seed)
         if (d / "model.pt").exists():
             return "finished"
         hist = read_history(d)
@@ -213,25 +255,47 @@ class Course:
         return "missing"
 
     def plan(self) -> str:
-        """The runs of this profile (Tables 1-3 + the surrogate), their settings and status."""
+        """The runs of this profile (Tables 1-3 + the surrogate) for every seed, settings and status."""
         p = self.profile
-        rows = [f"{'run':<14} {'model':<10} {'epochs':>6}  {'status':<22} folder"]
-        for name in (*p.methods, SURROGATE):
-            cfg = p.surrogate_config() if name == SURROGATE else p.train_config(name)
-            rows.append(f"{name:<14} {cfg.model:<10} {cfg.epochs:>6}  {self.run_status(name):<22} {self.run_dir(name)}")
+        rows = [f"{'run':<14} {'seed':>4} {'model':<10} {'epochs':>6}  {'status':<22} folder"]
+        for seed in self.seeds:
+            for name in (*p.methods, SURROGATE):
+                cfg = p.surrogate_config() if name == SURROGATE else p.train_config(name)
+                rows.append(f"{name:<14} {seed:>4} {cfg.model:<10} {cfg.epochs:>6}  {self.run_status(name, seed):<22} "
+                            f"{self.run_dir(name, seed)}")
         return "\n".join(rows)
+
+    # ---- the benchmark (notebooks 06-09)
+    @property
+    def benchmark_dir(self) -> Path:
+        """The benchmark folder shared by notebooks 06-09 (its cache lets each reuse the others' cells)."""
+        return self.output_dir / "benchmark"
+
+    def suite_dir(self, seed: int | None = None) -> Path:
+        """Where :meth:`benchmark` keeps the suite (and its cache) of one training seed (default: the first)."""
+        return self.benchmark_dir / f"seed{self.seeds[0] if seed is None else seed}"
+
+    def benchmark(self, progress: bool = False, **kw):
+        """Every run of this profile and of every seed through the benchmark (cells already in the
+        cache are reused): an :class:`~mtlat_edu.benchmark.EvaluateResult` with the mean ± std
+        tables and the claims verdicts. Trains what is missing first."""
+        from .benchmark import evaluate
+        self.train_all(progress=progress)
+        return evaluate(profile=self.profile.name, runs=self.runs_root, out=self.benchmark_dir, device=self.device,
+                        data_root=self.profile.data_root, eval_limit=self.eval_limit, attack_limit=self.attack_limit,
+                        seeds=self.seeds, progress=progress, **kw)
 
     def summary(self) -> dict:
         """The settings of this notebook run, for a results JSON."""
         p = self.profile
         return {"profile": p.name, "dataset": p.dataset, "synthetic_data": self.synthetic, "model": p.model,
-                "epochs": p.epochs, "device": self.device, "device_description": device_description(self.device),
+                "epochs": p.epochs, "train_images": p.train_limit, "seeds": list(self.seeds), "device": self.device, "device_description": device_description(self.device),
                 "runs_root": str(self.runs_root), "output_dir": str(self.output_dir), "notebook": self.notebook,
                 "torch": torch.__version__}
 
 
 def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root="../runs", output_dir=None,
-          notebook: str | None = None, seed: int = 0, verbose: bool = True) -> Course:
+          notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None) -> Course:
     """The derived settings of a notebook (its second cell).
 
     Args:
@@ -241,13 +305,16 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
         runs_root: root of the run folders (``<runs_root>/<profile>/<method>/``).
         output_dir: results folder (None: ``../output/<profile>``).
         notebook: sub-folder of ``output_dir`` for this notebook's files.
+        seed: the notebook's own randomness (example images, ...).
+        seeds: training seeds (None: the profile's); one run folder per method and seed.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile: unknown name {profile!r}; valid names: {', '.join(PROFILES)}")
     base = notebook_dir()
     prof = get_profile(profile, **({"data_root": str(_resolve(data_root, base))} if data_root else {}))
     out = _resolve(output_dir if output_dir else Path("..") / "output" / profile, base)
-    course = Course(prof, resolve_device(device), _resolve(runs_root, base), out, notebook or "notebook", seed)
+    seeds = check_seeds(prof.seeds if seeds is None else seeds)
+    course = Course(prof, resolve_device(device), _resolve(runs_root, base), out, notebook or "notebook", seed, seeds)
     course.out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if verbose:
@@ -259,9 +326,9 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
 
 def profiles_table() -> str:
     """The registered profiles, one line each."""
-    rows = [f"{'profile':<8} {'dataset':<12} {'model':<10} {'epochs':>6} {'train images':>12}  description"]
+    rows = [f"{'profile':<10} {'dataset':<12} {'model':<10} {'epochs':>6} {'train images':>12}  description"]
     for p in PROFILES.values():
-        rows.append(f"{p.name:<8} {p.dataset:<12} {p.model:<10} {p.epochs:>6} {str(p.train_limit or 'all'):>12}  "
+        rows.append(f"{p.name:<10} {p.dataset:<12} {p.model:<10} {p.epochs:>6} {str(p.train_limit or 'all'):>12}  "
                     f"{p.description}")
     return "\n".join(rows)
 
@@ -329,11 +396,6 @@ def photo(size: int = 224, fallback=None) -> tuple[torch.Tensor, str]:
                                f"to {size} px instead (blurry; `pip install scikit-image` for the real photo)")
 
 
-def benchmark_dir(course: Course) -> Path:
-    """The benchmark folder shared by notebooks 06-09 (its cache lets each reuse the others' cells)."""
-    return course.output_dir / "benchmark"
-
-
 def accuracy_by_severity(results, model: str) -> dict[str, dict[int, float]]:
     """``{corruption: {severity: accuracy}}`` of ``model`` from the benchmark's long results."""
     rows = results[(results["model"] == model) & (results["severity"] > 0)]
@@ -354,76 +416,10 @@ def accuracy_table(results, kind_prefix: str | None = None):
 PAPER_TABLE3 = {"standard": 73.3, "fgsm": 65.8, "target_fgsm": 68.3, "ls": 67.1, "tlat": 69.4}
 
 
-def _diff(scores, row: str, ref: str, cols) -> dict[str, float]:
-    return {c: float(scores.loc[row, c] - scores.loc[ref, c]) for c in cols if c in scores.columns}
-
-
-def claims_check(scores) -> list[dict]:
-    """The paper's qualitative claims (sections 5.2-5.4) checked against a benchmark score table.
-
-    Each entry: ``claim`` (the paper's statement), ``measured`` (what the numbers here say) and
-    ``holds`` (True / False, None when a needed row is missing). Computed, never assumed.
-    """
-    from .benchmark import parts as BP
-    from .benchmark.scores import CLEAN_COLUMN, score_differences
-    rows = set(scores.index)
-    corr = [c for c in BP.corruption_names() if c in scores.columns]
-    att = [c for c in BP.attack_names() if c in scores.columns]
-    out = []
-
-    def add(claim, needed, fn):
-        if not set(needed) <= rows:
-            out.append({"claim": claim, "measured": f"needs rows {', '.join(sorted(set(needed) - rows))}",
-                        "holds": None})
-            return
-        measured, holds = fn()
-        out.append({"claim": claim, "measured": measured, "holds": bool(holds)})
-
-    def clean(m):
-        return float(scores.loc[m, CLEAN_COLUMN])
-
-    def better_count(row, ref, cols):
-        d = score_differences(scores[[CLEAN_COLUMN] + cols], row, ref)
-        return len(d["better"]), len(d["worse"]), len(cols)
-
-    add("M-TLAT keeps the clean accuracy of the standard model (Table 1a: slightly higher)", ["mtlat", "standard"],
-        lambda: (f"mtlat {clean('mtlat'):.1f}% vs standard {clean('standard'):.1f}% "
-                 f"({clean('mtlat') - clean('standard'):+.1f} points; within 1 point counts as kept)",
-                 clean("mtlat") >= clean("standard") - 1.0))
-    if corr:
-        add("M-TLAT is more robust than standard to every common corruption (Table 1a, 1b)", ["mtlat", "standard"],
-            lambda: (lambda b, w, n: (f"more robust on {b}/{n} corruptions, less on {w}", b == n))(
-                *better_count("mtlat", "standard", corr)))
-    if att:
-        add("M-TLAT is more robust than standard to every attack (Table 1c)", ["mtlat", "standard"],
-            lambda: (lambda b, w, n: (f"more robust on {b}/{n} attacks, less on {w}", b == n))(
-                *better_count("mtlat", "standard", att)))
-        add("M-TLAT is more robust than IAT to the attacks (Table 1c)", ["mtlat", "iat"],
-            lambda: (lambda b, w, n: (f"mtlat beats iat on {b}/{n} attacks, loses on {w}", b > w))(
-                *better_count("mtlat", "iat", att)))
-    add("IAT reduces the clean accuracy (section 5.2)", ["iat", "standard"],
-        lambda: (f"iat {clean('iat'):.1f}% vs standard {clean('standard'):.1f}%", clean("iat") < clean("standard")))
-    add("Mixup increases the clean accuracy (section 5.3)", ["mixup", "standard"],
-        lambda: (f"mixup {clean('mixup'):.1f}% vs standard {clean('standard'):.1f}%", clean("mixup") > clean("standard")))
-    add("TLAT reduces the clean accuracy (section 5.3)", ["tlat", "standard"],
-        lambda: (f"tlat {clean('tlat'):.1f}% vs standard {clean('standard'):.1f}%", clean("tlat") < clean("standard")))
-    if att:
-        add("TLAT makes models much more robust to the attacks (Table 2c)", ["tlat", "standard"],
-            lambda: (lambda b, w, n: (f"more robust on {b}/{n} attacks, less on {w}", b == n))(
-                *better_count("tlat", "standard", att)))
-    adv = ["fgsm", "target_fgsm", "ls", "tlat"]
-    add("TLAT loses the least clean accuracy of the adversarial trainings (Table 3)", adv,
-        lambda: (", ".join(f"{m} {clean(m):.1f}%" for m in adv), clean("tlat") >= max(clean(m) for m in adv)))
-    add("TLAT is more accurate than LS (soft labels alone do not explain it, section 5.4)", ["tlat", "ls"],
-        lambda: (f"tlat {clean('tlat'):.1f}% vs ls {clean('ls'):.1f}%", clean("tlat") > clean("ls")))
-    return out
-
-
-def print_claims(checks: list[dict]) -> None:
-    """The claims check as lines: ``[holds here | does NOT hold here | not measured]``."""
-    for c in checks:
-        tag = {True: "holds here        ", False: "does NOT hold here", None: "not measured      "}[c["holds"]]
-        print(f"[{tag}] {c['claim']}\n{'':22}{c['measured']}")
+def print_claims(report: dict) -> None:
+    """The verdict of every claim (``holds`` / ``within_noise`` / ``fails``), one line each."""
+    from .benchmark.claims import claims_lines
+    print("\n".join(claims_lines(report)))
 
 
 def complementarity(scores, methods: Sequence[str] = ("mixup", "tlat", "mtlat"), reference: str = "standard"):
@@ -540,15 +536,41 @@ class ReproduceReport:
         return next((r for r in self.results if r.status == "failed"), None)
 
 
-def describe_failure(exc) -> str:
-    """The failing cell and its error from papermill's PapermillExecutionError (or any exception)."""
+def describe_failure(exc, executed=None) -> str:
+    """The failing cell and its error from papermill's PapermillExecutionError (or any exception).
+
+    Cells are numbered from 1 as in the source notebook: papermill's injected-parameters cell
+    (found in the ``executed`` copy) is not counted. When the kernel dies (or a cell times out),
+    the cell that was running is read from the ``executed`` copy (the last one papermill started).
+    """
     from papermill.exceptions import PapermillExecutionError
+    cells, injected = [], None
+    if executed is not None and Path(executed).is_file():
+        import nbformat
+        try:
+            cells = [c for c in nbformat.read(str(executed), as_version=4).cells  # without papermill's error banners
+                     if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+        except Exception:  # noqa: BLE001  (an unreadable copy: report without the cell)
+            cells = []
+        injected = next((i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])), None)
+
+    def number(index):  # 1-based, in the source notebook
+        return index + 1 - (injected is not None and injected < index)
+    total = len(cells) - (injected is not None) if cells else None
+    of = f" of {total}" if total else ""
     if isinstance(exc, PapermillExecutionError):
         tb = strip_ansi("\n".join(exc.traceback or []))
         src = "\n".join("    " + line for line in (exc.source or "").splitlines())
-        return (f"cell {exc.cell_index} (execution count {exc.exec_count}) raised {exc.ename}: "
+        return (f"cell {number(exc.cell_index)}{of} (execution count {exc.exec_count}) raised {exc.ename}: "
                 f"{strip_ansi(str(exc.evalue))}\n--- cell source ---\n{src}\n--- traceback ---\n{tb}")
-    return f"{type(exc).__name__}: {exc}"
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return f"{type(exc).__name__}: {exc}"
+    cell = cells[started[-1]]
+    src = "\n".join("    " + line for line in cell.source.splitlines())
+    died = "the kernel died (a crash, os._exit or out of memory?)" if "DeadKernel" in type(exc).__name__ \
+        else f"{type(exc).__name__}: {exc}"
+    return f"cell {number(started[-1])}{of} was running when {died}\n--- cell source ---\n{src}"
 
 
 def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | None = None, device: str = "auto",
@@ -619,7 +641,7 @@ def _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, res
                                 progress_bar=False, log_output=False, execution_timeout=cell_timeout)
         except Exception as exc:  # PapermillExecutionError and kernel/launch failures
             dt = time.perf_counter() - t0
-            msg = describe_failure(exc)
+            msg = describe_failure(exc, dst)
             results.append(NotebookResult(src.name, str(dst), "failed", round(dt, 1), msg))
             results += [NotebookResult(p.name, "", "skipped") for p in paths[i + 1:]]
             log(f"FAILED {src.name} after {dt:.1f} s: {msg}\nexecuted copy (up to the error): {dst}")
@@ -647,7 +669,10 @@ def add_reproduce_args(p) -> None:
     p.add_argument("--notebooks", nargs="+", default=None, metavar="NN",
                    help="only these notebooks, by number or name prefix (e.g. 02 03); default: all, in order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
-    p.add_argument("--runs-root", default="runs", help="root of the run folders (<runs-root>/<profile>/<method>)")
+    p.add_argument("--runs-root", default="runs", help="root of the run folders (<runs-root>/<profile>/<method>/seed<k>)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="training seeds (default: the profile's); with several, the tables show mean ± std and the "
+                        "claims are judged against that spread")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's; CIFAR-10 is found offline)")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads of the notebook kernels (1 is fastest on a small shared CPU)")
@@ -662,7 +687,15 @@ def argparse_suppress():
 
 def cmd_reproduce(args) -> int:
     """The body of ``mtlat-edu reproduce``: 0 when every notebook ran, 1 at the first failure."""
+    seeds = None if args.seeds is None else list(check_seeds(args.seeds))
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
                            runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
-                           cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir)
+                           cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
+                           extra_parameters={"seeds": seeds})
+    claims = report.out / "benchmark" / "claims.json"
+    if report.ok and claims.exists():
+        from .benchmark.claims import claims_lines
+        print("\nThe paper's claims, judged against the spread over training seeds (notebook 08):")
+        print("\n".join(claims_lines(mio.read_json(claims))))
+        print(f"  details: {claims}")
     return 0 if report.ok else 1

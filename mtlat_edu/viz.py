@@ -269,13 +269,36 @@ def learning_curves(histories: Mapping[str, Sequence[Mapping]]) -> Figure:
     return fig
 
 
+def regime_curves(regimes: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Figure:
+    """Notebook 05: clean test accuracy per epoch of each method, one panel per training regime
+    (``{regime: {method: history}}``), on a shared accuracy axis so the panels compare."""
+    fig = _figure(5.0 * len(regimes), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(regimes), sharey=True))
+    for ax, (regime, histories) in zip(axes, regimes.items()):
+        for name, hist in histories.items():
+            if hist:
+                ax.plot([h["epoch"] for h in hist], [100 * h["test_acc"] for h in hist], label=name,
+                        marker="o" if len(hist) <= 12 else None, ms=3)
+                last = hist[-1]
+                ax.annotate(f"{100 * last['test_acc']:.1f}", (last["epoch"], 100 * last["test_acc"]),
+                            fontsize=7, xytext=(3, 0), textcoords="offset points", va="center")
+        ax.set_title(regime, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("clean test accuracy (%)")
+    return fig
+
+
 def accuracy_bars(values: Mapping[str, float], title: str = "", ylabel: str = "accuracy (%)",
-                  reference: float | None = None) -> Figure:
-    """A bar per entry (e.g. clean accuracy per method), with an optional reference line."""
+                  reference: float | None = None, errors: Mapping[str, float] | None = None) -> Figure:
+    """A bar per entry (e.g. clean accuracy per method), with an optional reference line and
+    error bars (``errors``: e.g. the standard deviation over seeds; NaN draws none)."""
     fig = _figure(max(4.0, 0.7 * len(values) + 1.5), 3.0)
     ax = fig.subplots()
     names, vals = list(values), [float(v) for v in values.values()]
-    ax.bar(names, vals, color=[GOOD_COLOR if n == "standard" else CLEAN_COLOR for n in names])
+    err = None if errors is None else [0.0 if np.isnan(float(errors.get(n, np.nan))) else float(errors[n])
+                                       for n in names]
+    ax.bar(names, vals, yerr=err, capsize=3, color=[GOOD_COLOR if n == "standard" else CLEAN_COLOR for n in names])
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     if reference is not None:

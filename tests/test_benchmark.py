@@ -87,9 +87,12 @@ def test_marks_by_hand():
     d = scores.score_differences(t, "mtlat", "standard")
     assert d["differences"]["fog"] == pytest.approx(0.11) and d["differences"]["clean"] == pytest.approx(0.8)
     assert d["better"] == ["fog"] and d["worse"] == [] and d["equal"] == ["pgd"]
-    claims = scores.claims_inputs(t)
-    assert set(claims["differences"]) == {"mtlat-standard", "mtlat-iat", "iat-standard"}
-    assert claims["table3"] == {"standard": 73.2, "fgsm": None, "target_fgsm": None, "ls": None, "tlat": None}
+    assert scores.table3(t) == {"standard": 73.2, "fgsm": None, "target_fgsm": None, "ls": None, "tlat": None}
+    std = pd.DataFrame({"clean": [0.44, float("nan"), 1.0], "fog": [0.013, 0.02, 0.0], "pgd": [0.0] * 3,
+                        "cw_l2": [0.01] * 3}, index=t.index)
+    fs = scores.format_scores(t, std=std)
+    assert fs.loc["standard", "clean"] == "73.2 ± 0.4" and fs.loc["mtlat", "clean"] == "74.0"  # NaN: no spread
+    assert fs.loc["mtlat", "fog"] == "0.59 ± 0.02+" and fs.loc["iat", "fog"] == "0.30 ± 0.00-"
     with pytest.raises(ValueError, match="row"):
         scores.score_differences(t, "tlat", "standard")
 
@@ -249,7 +252,7 @@ def test_write_report_files(tiny, tmp_path):
                             attack_limit=4, severities=(1,), device="cpu", progress=False)
     assert set(s.skipped) == {a for a in A.ATTACKS if A.ATTACKS[a].black_box}
     files = report.write_report(s.results, tmp_path, meta=s.meta)
-    for key in ("scores_csv", "scores_json", "tables_md", "table3_md", "claims_json", "heatmap_png"):
+    for key in ("scores_csv", "scores_json", "tables_md", "table3_md", "heatmap_png"):
         assert files[key].exists() and files[key].stat().st_size > 0, key
     table = pd.read_csv(files["scores_csv"], index_col="model")
     assert list(table.columns) == ["clean", "brightness", "pgd_ll"]
@@ -299,10 +302,13 @@ def test_cli_evaluate_profile(smoke_runs, tmp_path, capsys):
     table = pd.read_csv(out / report.SCORES_CSV, index_col="model")
     assert list(table.index) == ["standard", "mtlat"]
     assert list(table.columns) == ["clean", "brightness", "rotation", "pgd"]
-    meta = json.loads((out / suite.META_JSON).read_text())
-    assert meta["surrogate"]["path"].endswith(f"{SURROGATE}/model.pt")
+    meta = json.loads((out / "seed0" / suite.META_JSON).read_text())
+    assert meta["surrogate"]["path"].endswith(f"{SURROGATE}/seed0/model.pt")
     assert meta["data"]["eval_images"] == 20 and meta["data"]["attack_images"] == 6
-    long = pd.read_csv(out / suite.RESULTS_CSV)
+    assert meta["data"]["clean_images"] == meta["data"]["test_images"]  # the clean column: the whole test set
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims["seeds"] == [0] and {c["verdict"] for c in claims["claims"]} == {"within_noise"}
+    long = pd.read_csv(out / "seed0" / suite.RESULTS_CSV)
     assert set(long["perturbation"]) == {"clean", "brightness", "rotation", "pgd"}
     # the second run reuses everything
     rc = cli.main(["evaluate", "--profile", "smoke", "--runs", str(smoke_runs), "--out", str(out)] + E2E)
@@ -312,7 +318,7 @@ def test_cli_evaluate_profile(smoke_runs, tmp_path, capsys):
 def test_cli_evaluate_paths_and_errors(smoke_runs, tmp_path, capsys):
     run = smoke_runs / "smoke"
     out = tmp_path / "res"
-    base = ["evaluate", str(run / "standard"), str(run / "mtlat" / "model.pt"), "--out", str(out),
+    base = ["evaluate", str(run / "standard" / "seed0"), str(run / "mtlat" / "seed0" / "model.pt"), "--out", str(out),
             "--eval-limit", "10", "--attack-limit", "4", "--device", "cpu", "--no-progress"]
     # black-box attacks through a group without --surrogate: skipped with a warning
     assert cli.main(base + ["--parts", "black_box", "pgd"]) == 0

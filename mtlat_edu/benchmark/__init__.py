@@ -6,6 +6,7 @@ Modules (one concern each):
 * :mod:`.scores`  R = A_perturbed / A_clean (eq. 7), the wide score table, +/- marks, Table 3, differences
 * :mod:`.suite`   the runner: shared perturbed sets, batched on a device, a JSON cache that resumes
 * :mod:`.report`  Markdown tables (parts a, b, c), the heatmap, the result files
+* :mod:`.claims`  the paper's claims, each judged against the noise across training seeds
 * :mod:`.command` ``mtlat-edu evaluate`` and its Python twin :func:`evaluate`
 
 Typical use::
@@ -20,17 +21,20 @@ from __future__ import annotations
 
 from .command import EvaluateResult, add_evaluate_args, collect_models, evaluate, run_evaluate
 from .parts import SEVERITIES, Selection, display_name, groups, kind_of, perturbation_names, resolve_parts, valid_parts
-from .report import markdown_part, markdown_tables, plot_heatmap, table3_markdown, table_parts, write_report
-from .scores import (CLAIM_PAIRS, TABLE3_METHODS, add_robustness, claims_inputs, format_scores, mark, marks,
+from .claims import VERDICTS, check_claims, claims_lines, compare
+from .report import (markdown_part, markdown_tables, plot_heatmap, table3_markdown, table_parts, write_report,
+                     write_tables)
+from .scores import (TABLE3_METHODS, add_robustness, aggregate, format_scores, mark, marks,
                      mean_robustness, robustness_score, score_differences, score_table, table3)
 from .suite import (ModelRef, ResultCache, SuiteResult, count_correct, data_identity, load_model_ref, run_suite,
                     weights_identity)
 
 __all__ = [
-    "CLAIM_PAIRS", "EvaluateResult", "ModelRef", "ResultCache", "SEVERITIES", "Selection", "SuiteResult",
-    "TABLE3_METHODS", "add_evaluate_args", "add_robustness", "claims_inputs", "collect_models", "count_correct",
+    "EvaluateResult", "ModelRef", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
+    "TABLE3_METHODS", "add_evaluate_args", "add_robustness", "aggregate", "check_claims", "claims_lines",
+    "collect_models", "compare", "count_correct",
     "data_identity", "display_name", "evaluate", "format_scores", "groups", "kind_of", "load_model_ref", "mark",
     "marks", "markdown_part", "markdown_tables", "mean_robustness", "perturbation_names", "plot_heatmap",
     "resolve_parts", "robustness_score", "run_evaluate", "run_suite", "score_differences", "score_table",
-    "table3", "table3_markdown", "table_parts", "valid_parts", "weights_identity", "write_report",
+    "table3", "table3_markdown", "table_parts", "valid_parts", "weights_identity", "write_report", "write_tables",
 ]

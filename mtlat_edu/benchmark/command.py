@@ -2,19 +2,33 @@
 
     mtlat-edu evaluate RUN_FOLDER_OR_MODEL_PT [...] [--surrogate PATH]
     mtlat-edu evaluate --profile smoke [--runs runs]        # every method of runs/smoke + its surrogate
+    mtlat-edu evaluate --profile cpu --seeds 0 1 2          # every seed: tables of mean ± std, claims
+
+With a profile, each training seed is benchmarked on its own (its models and its own surrogate, on
+the same test images) into ``<out>/seed<k>/``; ``<out>`` then holds the tables of the mean and
+standard deviation over the seeds and ``claims.json``, every claim of the paper judged against
+that spread (:mod:`.claims`).
 
 :func:`evaluate` is the same thing as a Python function (for notebooks).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import io as mio
+from ..data import load_dataset
 from . import parts as P
+from .claims import claims_lines
 from .scores import REFERENCE
+from .suite import run_suite
+
+CLAIMS_JSON = "claims.json"
 
 DEFAULT_RESULTS = "results"
 
@@ -40,6 +54,9 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None,
                    help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
     p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="training seeds to benchmark with --profile (default: the profile's seeds); tables show "
+                        "mean ± std over them and claims.json judges each claim against that spread")
     p.add_argument("--surrogate", default=None, metavar="PATH",
                    help="model the black-box MI-FGSM attacks are crafted on (the paper: a VGG trained on the "
                         "same data); default with --profile: <runs>/<profile>/vgg_surrogate")
@@ -55,7 +72,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="images attacked; 'all' for the whole test set (default: the profile's attack_limit, else all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0, help="subsets, corruption randomness, PGD random starts")
+    p.add_argument("--seed", type=int, default=0,
+                   help="benchmark seed: image subsets, corruption randomness, PGD random starts (not a training seed)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the one recorded in the checkpoint)")
     p.add_argument("--out", default=None,
                    help=f"output folder (default: {DEFAULT_RESULTS}/<profile> or {DEFAULT_RESULTS}/<dataset>-<model>)")
@@ -66,7 +84,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @dataclass
 class EvaluateResult:
-    """What :func:`evaluate` returns: the suite result, the score table, the Markdown and the files."""
+    """What :func:`evaluate` returns.
+
+    ``scores`` is the score table (the mean over the training seeds), ``std`` its standard
+    deviation (NaN with one seed), ``per_seed`` the table of every seed, ``suites`` the
+    :class:`~mtlat_edu.benchmark.suite.SuiteResult` of every seed (``suite``: the first one),
+    ``claims`` the verdicts of :func:`~mtlat_edu.benchmark.claims.check_claims`."""
 
     suite: object
     scores: object
@@ -74,6 +97,22 @@ class EvaluateResult:
     table3_markdown: str
     out_dir: Path
     files: dict
+    std: object = None
+    per_seed: dict = field(default_factory=dict)
+    suites: dict = field(default_factory=dict)
+    claims: dict = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.per_seed)
+
+    @property
+    def computed(self) -> int:
+        return sum(s.computed for s in self.suites.values())
+
+    @property
+    def reused(self) -> int:
+        return sum(s.reused for s in self.suites.values())
 
 
 def _unique_name(name: str, path: Path, taken: set[str]) -> str:
@@ -87,11 +126,12 @@ def _unique_name(name: str, path: Path, taken: set[str]) -> str:
 
 
 def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=None, device="cpu",
-                   data_root: str | None = None):
+                   data_root: str | None = None, seed: int | None = None):
     """Load the models to benchmark. Returns ``(refs, surrogate_ref, profile_obj, missing_methods)``.
 
-    With ``profile``, every method of ``<runs>/<profile>/<method>/model.pt`` that exists (in the
-    profile's method order); methods not trained yet are reported in ``missing_methods``.
+    With ``profile``, every method of ``<runs>/<profile>/<method>/seed<seed>/model.pt`` that exists
+    (in the profile's method order; ``seed``: the profile's first when None) and the surrogate of
+    the same seed; methods not trained yet are reported in ``missing_methods``.
     """
     from ..profiles import SURROGATE, get_profile, run_dir
     from .suite import load_model_ref
@@ -100,14 +140,14 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
     if profile is not None:
         prof = get_profile(profile, **({"data_root": data_root} if data_root else {}))
         for method in prof.methods:
-            folder = run_dir(prof, runs, method)
+            folder = run_dir(prof, runs, method, seed)
             if (folder / "model.pt").exists():
                 refs.append(load_model_ref(folder, method, device))
                 taken.add(method)
             else:
                 missing.append(method)
-        if surrogate is None and (run_dir(prof, runs, SURROGATE) / "model.pt").exists():
-            surrogate = run_dir(prof, runs, SURROGATE)
+        if surrogate is None and (run_dir(prof, runs, SURROGATE, seed) / "model.pt").exists():
+            surrogate = run_dir(prof, runs, SURROGATE, seed)
     for path in paths:
         path = Path(path)
         if not path.exists():
@@ -137,49 +177,78 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
 def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=None, parts=None,
              eval_limit="profile", attack_limit="profile", severities=P.SEVERITIES, device="auto",
              batch_size: int = 256, seed: int = 0, data_root: str | None = None, out=None,
-             reference: str = REFERENCE, fresh: bool = False, progress: bool = True) -> EvaluateResult:
+             reference: str = REFERENCE, fresh: bool = False, progress: bool = True,
+             seeds=None) -> EvaluateResult:
     """Benchmark trained models (run folders / model.pt files and/or a profile's runs) and write
     every result file into ``out``. ``eval_limit`` / ``attack_limit``: a number of images, None for
-    all, or "profile" (the profile's limits with ``profile``, else all)."""
-    from ..data import load_dataset
-    from ..profiles import load_profile_data
-    from .report import table3_markdown, write_report
-    from .scores import score_table
+    all, or "profile" (the profile's limits with ``profile``, else all). ``seeds``: the training
+    seeds of the profile's runs (default: the profile's ``seeds``); each is benchmarked into
+    ``<out>/seed<k>/`` and ``out`` gets the mean ± std tables and ``claims.json``. The clean column
+    is measured on the whole test set."""
     from ..checks import resolve_device
-    from .suite import run_suite
+    from ..profiles import check_seeds, get_profile, load_profile_data
+    from .claims import check_claims
+    from .report import table3_markdown, write_report, write_tables
+    from .scores import aggregate, score_table
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
     dev = resolve_device(device)
-    refs, sur, prof, missing = collect_models(models, profile, runs, surrogate, dev, data_root)
-    if missing:
-        warnings.warn(f"models: not trained yet in {Path(runs) / profile}, left out: {', '.join(missing)}",
-                      stacklevel=2)
+    prof = get_profile(profile, **({"data_root": data_root} if data_root else {})) if profile else None
+    if prof is None and seeds is not None:
+        raise ValueError("seeds: training seeds select a profile's runs; give --profile NAME with --seeds")
+    seeds = check_seeds(prof.seeds if (prof and seeds is None) else (seeds or (0,)))
     if eval_limit == "profile":
         eval_limit = prof.eval_limit if prof else None
     if attack_limit == "profile":
         attack_limit = prof.attack_limit if prof else None
+    single = prof is None
 
-    first = refs[0].info
-    if prof is not None:
-        data = load_profile_data(prof, "test")
-    else:
-        data = load_dataset(first["dataset"], "test", data_root or first["data_root"], first["image_size"])
-    for r in refs[1:] + ([sur] if sur else []):
-        for k in ("dataset", "image_size", "num_classes"):
-            if r.info.get(k) != first.get(k):
-                raise ValueError(f"models: {r.name!r} has {k}={r.info.get(k)!r} but {refs[0].name!r} has "
-                                 f"{first.get(k)!r}; benchmark models of one dataset together")
-    if out is None:
-        out = Path(DEFAULT_RESULTS) / (prof.name if prof else f"{first['dataset']}-{first['model']}")
-    out = Path(out)
-    suite = run_suite({r.name: r for r in refs}, data, out, parts=parts, surrogate=sur, eval_limit=eval_limit,
-                      attack_limit=attack_limit, severities=severities, seed=seed, batch_size=batch_size,
-                      device=dev, progress=progress, fresh=fresh)
-    files = dict(suite.files)
-    files.update(write_report(suite.results, out, reference, suite.meta))
-    scores = score_table(suite.results)
-    md = (out / "tables.md").read_text(encoding="utf-8")
-    return EvaluateResult(suite, scores, md, table3_markdown(scores), out, files)
+    data, out_root, suites, tables = None, None, {}, {}
+    for k in seeds:
+        refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k)
+        if missing:
+            warnings.warn(f"models: not trained yet in {Path(runs) / profile} (seed {k}), left out: "
+                          f"{', '.join(missing)}", stacklevel=2)
+        first = refs[0].info
+        if data is None:
+            data = load_profile_data(prof, "test") if prof is not None else load_dataset(
+                first["dataset"], "test", data_root or first["data_root"], first["image_size"])
+            out_root = Path(out) if out is not None else Path(DEFAULT_RESULTS) / (
+                prof.name if prof else f"{first['dataset']}-{first['model']}")
+        for r in refs[1:] + ([sur] if sur else []):
+            for key in ("dataset", "image_size", "num_classes"):
+                if r.info.get(key) != first.get(key):
+                    raise ValueError(f"models: {r.name!r} has {key}={r.info.get(key)!r} but {refs[0].name!r} has "
+                                     f"{first.get(key)!r}; benchmark models of one dataset together")
+        seed_out = out_root if single else out_root / f"seed{k}"
+        suites[k] = run_suite({r.name: r for r in refs}, data, seed_out, parts=parts, surrogate=sur,
+                              eval_limit=eval_limit, attack_limit=attack_limit, severities=severities, seed=seed,
+                              batch_size=batch_size, device=dev, progress=progress, fresh=fresh, clean_all=True)
+        if not single:
+            write_report(suites[k].results, seed_out, reference, suites[k].meta, heatmap=False)
+        tables[k] = score_table(suites[k].results)
+
+    mean, std = aggregate(tables)
+    meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}
+    files = dict(suites[seeds[0]].files) if single else {}
+    files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
+    profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
+    claims = check_claims(tables, profile_info)
+    files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, _finite(claims))
+    md = (out_root / "tables.md").read_text(encoding="utf-8")
+    return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
+                          per_seed=tables, suites=suites, claims=claims)
+
+
+def _finite(obj):
+    """JSON-ready: NaN and inf -> None, tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -188,7 +257,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("models: give run folders / model.pt files, or --profile NAME (with --runs)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = evaluate(args.models, profile=args.profile, runs=args.runs, surrogate=args.surrogate,
+        res = evaluate(args.models, profile=args.profile, runs=args.runs, surrogate=args.surrogate, seeds=args.seeds,
                        parts=args.parts, eval_limit=args.eval_limit, attack_limit=args.attack_limit,
                        severities=tuple(sorted(set(args.severities))), device=args.device,
                        batch_size=args.batch_size, seed=args.seed, data_root=args.data_root, out=args.out,
@@ -200,8 +269,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(res.markdown)
     print("## Table 3: clean accuracy (%)\n")
     print(res.table3_markdown)
-    s = res.suite
-    print(f"\n{s.computed} cells computed, {s.reused} reused from the cache ({s.meta['seconds']} s).")
+    print()
+    print("\n".join(claims_lines(res.claims)))
+    seconds = sum(s.meta["seconds"] for s in res.suites.values())
+    print(f"\n{res.computed} cells computed, {res.reused} reused from the cache ({seconds:.1f} s).")
     print(f"Files in {res.out_dir}:")
     for what, path in res.files.items():
         print(f"  {what:<13} {path}")

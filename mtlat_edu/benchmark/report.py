@@ -15,11 +15,12 @@ import pandas as pd
 
 from .. import io as mio
 from . import parts as P
-from .scores import (CLEAN_COLUMN, REFERENCE, TABLE3_METHODS, TABLE3_TITLES, claims_inputs, format_scores,
-                     score_table, scores_to_records, table3)
+from .scores import (CLEAN_COLUMN, REFERENCE, TABLE3_METHODS, TABLE3_TITLES, format_scores, score_table,
+                     scores_to_records, table3)
 
-SCORES_CSV, SCORES_JSON, TABLES_MD, TABLE3_MD, HEATMAP_PNG, CLAIMS_JSON = (
-    "scores.csv", "scores.json", "tables.md", "table3.md", "heatmap.png", "claims_inputs.json")
+SCORES_CSV, SCORES_JSON, TABLES_MD, TABLE3_MD, HEATMAP_PNG = (
+    "scores.csv", "scores.json", "tables.md", "table3.md", "heatmap.png")
+STD_CSV = "scores_std.csv"
 
 PART_TITLES = {
     "a": "(a) Robustness scores towards the common corruptions of ImageNet-C",
@@ -49,40 +50,56 @@ def _markdown_grid(header: list[str], rows: list[list[str]], align: list[str]) -
     return "\n".join(lines)
 
 
-def markdown_part(scores: pd.DataFrame, columns: list[str], reference: str = REFERENCE) -> str:
+def markdown_part(scores: pd.DataFrame, columns: list[str], reference: str = REFERENCE,
+                  std: pd.DataFrame | None = None) -> str:
     """One part as a Markdown table: a ``model`` column, then ``columns`` under their short names."""
-    text = format_scores(scores[columns], reference)
+    text = format_scores(scores[columns], reference, None if std is None else std[columns])
     header = ["model"] + [P.display_name(c) for c in columns]
     rows = [[str(m)] + [text.loc[m, c] for c in columns] for m in scores.index]
     return _markdown_grid(header, rows, ["l"] + ["r"] * len(columns))
 
 
-def markdown_tables(scores: pd.DataFrame, reference: str = REFERENCE, meta: dict | None = None) -> str:
-    """The three parts of Tables 1-2 as Markdown (only the parts with measured columns)."""
+def markdown_tables(scores: pd.DataFrame, reference: str = REFERENCE, meta: dict | None = None,
+                    std: pd.DataFrame | None = None, seeds=None) -> str:
+    """The three parts of Tables 1-2 as Markdown (only the parts with measured columns); with
+    ``std`` and ``seeds`` the cells are means ± standard deviations over the training seeds."""
     out = ["## Robustness scores R = A_perturbed / A_clean (eq. 7)", ""]
     notes = ["Clean: accuracy in %. Other columns: R, averaged over the severities for corruptions."]
+    if seeds is not None:
+        notes.append(f"Mean ± standard deviation over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))})"
+                     + (" (one seed: no spread)." if len(seeds) < 2 else "."))
     if reference in scores.index:
         notes.append(f'"+" / "-": more / less robust than the `{reference}` row at two decimals.')
     else:
         notes.append(f"No `{reference}` row, so no +/- marks.")
     if meta:
         d = meta.get("data", {})
-        notes.append(f"Data: {d.get('name')} test set; {d.get('eval_images')} images for clean accuracy and "
-                     f"corruptions (severities {', '.join(map(str, meta.get('severities', [])))}), "
-                     f"{d.get('attack_images')} for attacks; seed {meta.get('seed')}.")
+        clean_n = d.get("clean_images") or d.get("eval_images")
+        notes.append(f"Data: {d.get('name')} test set; {clean_n} images for the clean column, {d.get('eval_images')} "
+                     f"for the corruptions (severities {', '.join(map(str, meta.get('severities', [])))}), "
+                     f"{d.get('attack_images')} for attacks; benchmark seed {meta.get('seed')}.")
         for name, why in (meta.get("skipped") or {}).items():
             notes.append(f"Skipped {name}: {why}.")
     out += [" ".join(notes), ""]
     for part, cols in table_parts(scores.columns).items():
-        out += [f"### {PART_TITLES[part]}", "", markdown_part(scores, cols, reference), ""]
+        out += [f"### {PART_TITLES[part]}", "", markdown_part(scores, cols, reference, std), ""]
     return "\n".join(out)
 
 
-def table3_markdown(scores: pd.DataFrame) -> str:
-    """Table 3 (section 5.4): clean accuracy in % of standard, FGSM, target-FGSM, LS and TLAT."""
+def table3_markdown(scores: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
+    """Table 3 (section 5.4): clean accuracy in % of standard, FGSM, target-FGSM, LS and TLAT
+    (± the standard deviation over seeds with ``std``)."""
     values = table3(scores)
+    spread = table3(std) if std is not None else {}
+
+    def cell(m):
+        if values[m] is None:
+            return "n/a"
+        d = spread.get(m)
+        return f"{values[m]:.1f}" + ("" if d is None or math.isnan(d) else f" ± {d:.1f}")
+
     header = [""] + [TABLE3_TITLES[m] for m in TABLE3_METHODS]
-    row = ["clean accuracy"] + ["n/a" if values[m] is None else f"{values[m]:.1f}" for m in TABLE3_METHODS]
+    row = ["clean accuracy"] + [cell(m) for m in TABLE3_METHODS]
     return _markdown_grid(header, [row], ["l"] + ["r"] * len(TABLE3_METHODS))
 
 
@@ -134,18 +151,24 @@ def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None):
 
 def write_report(results: pd.DataFrame, out_dir, reference: str = REFERENCE, meta: dict | None = None,
                  heatmap: bool = True) -> dict[str, Path]:
-    """Write the score table (CSV, JSON), the Markdown tables, Table 3, the claims inputs and the
-    heatmap into ``out_dir`` (atomically). Returns ``{what: path}``."""
+    """Write the report of one suite run (its score table) into ``out_dir``; see :func:`write_tables`."""
+    return write_tables(score_table(results), out_dir, reference, meta, heatmap=heatmap)
+
+
+def write_tables(scores: pd.DataFrame, out_dir, reference: str = REFERENCE, meta: dict | None = None,
+                 std: pd.DataFrame | None = None, seeds=None, heatmap: bool = True) -> dict[str, Path]:
+    """Write the score table (CSV, JSON; the spread over seeds in ``scores_std.csv``), the Markdown
+    tables, Table 3 and the heatmap into ``out_dir`` (atomically). Returns ``{what: path}``."""
     out = Path(out_dir)
-    scores = score_table(results)
     files = {
         "scores_csv": mio.write_text(out / SCORES_CSV, scores.to_csv()),
         "scores_json": mio.write_json(out / SCORES_JSON, scores_to_records(scores)),
-        "tables_md": mio.write_text(out / TABLES_MD, markdown_tables(scores, reference, meta)),
+        "tables_md": mio.write_text(out / TABLES_MD, markdown_tables(scores, reference, meta, std, seeds)),
         "table3_md": mio.write_text(out / TABLE3_MD, "## Table 3: clean accuracy (%)\n\n"
-                                    + table3_markdown(scores) + "\n"),
-        "claims_json": mio.write_json(out / CLAIMS_JSON, _nan_to_none(claims_inputs(scores))),
+                                    + table3_markdown(scores, std) + "\n"),
     }
+    if std is not None:
+        files["scores_std_csv"] = mio.write_text(out / STD_CSV, std.to_csv())
     if heatmap and any(c != CLEAN_COLUMN for c in scores.columns):
         fig = plot_heatmap(scores, reference)
         files["heatmap_png"] = mio.save_figure(out / HEATMAP_PNG, fig, dpi=130)

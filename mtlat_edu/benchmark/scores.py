@@ -31,10 +31,6 @@ TABLE3_METHODS: tuple[str, ...] = ("standard", "fgsm", "target_fgsm", "ls", "tla
 TABLE3_TITLES: dict[str, str] = {"standard": "standard", "fgsm": "FGSM", "target_fgsm": "target-FGSM",
                                  "ls": "LS", "tlat": "TLAT"}
 
-# the comparisons behind the paper's claims (sections 5.2 and 5.3): (row, reference row)
-CLAIM_PAIRS: tuple[tuple[str, str], ...] = (
-    ("mtlat", "standard"), ("mtlat", "iat"), ("iat", "standard"), ("mixup", "standard"), ("tlat", "standard"))
-
 
 def robustness_score(perturbed_accuracy: float, clean_accuracy: float) -> float:
     """``R = A_perturbed / A_clean`` (eq. 7); NaN when the clean accuracy is 0 (R is undefined)."""
@@ -127,20 +123,22 @@ def marks(scores: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     return out
 
 
-def format_scores(scores: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def format_scores(scores: pd.DataFrame, reference: str = REFERENCE, std: pd.DataFrame | None = None) -> pd.DataFrame:
     """The table as strings: clean accuracy ``73.2``, scores ``0.47`` with their mark (``0.59+``),
-    ``n/a`` for a cell that was not measured."""
+    ``n/a`` for a cell that was not measured. With ``std`` (the spread over seeds of a mean table)
+    each cell also shows it: ``73.2 ± 0.4``, ``0.59 ± 0.02+`` (the mark compares the means)."""
     m = marks(scores, reference)
     out = pd.DataFrame("", index=scores.index, columns=scores.columns)
     for model in scores.index:
         for col in scores.columns:
             v = scores.loc[model, col]
+            d = float("nan") if std is None else float(std.loc[model, col])
+            digits = 1 if col == CLEAN_COLUMN else 2
             if v is None or math.isnan(v):
                 out.loc[model, col] = "n/a"
-            elif col == CLEAN_COLUMN:
-                out.loc[model, col] = f"{v:.1f}"
-            else:
-                out.loc[model, col] = f"{v:.2f}{m.loc[model, col]}"
+                continue
+            text = f"{v:.{digits}f}" + ("" if math.isnan(d) else f" ± {d:.{digits}f}")
+            out.loc[model, col] = text if col == CLEAN_COLUMN else text + m.loc[model, col]
     return out
 
 
@@ -166,15 +164,20 @@ def table3(scores: pd.DataFrame) -> dict[str, float | None]:
     return {m: (float(scores.loc[m, CLEAN_COLUMN]) if m in scores.index else None) for m in TABLE3_METHODS}
 
 
-def claims_inputs(scores: pd.DataFrame, pairs: Iterable[tuple[str, str]] = CLAIM_PAIRS) -> dict:
-    """What the paper's claims are checked against: the clean accuracies, Table 3, and
-    :func:`score_differences` for every available pair (``"mtlat-standard"``, ``"mtlat-iat"``...)."""
-    out = {"clean": {m: float(scores.loc[m, CLEAN_COLUMN]) for m in scores.index},
-           "table3": table3(scores), "differences": {}}
-    for row, ref in pairs:
-        if row in scores.index and ref in scores.index:
-            out["differences"][f"{row}-{ref}"] = score_differences(scores, row, ref)
-    return out
+def aggregate(tables: Mapping[int, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and sample standard deviation over seeds of per-seed score tables ``{seed: table}``.
+
+    Rows keep their order of appearance, columns the table order; a cell missing in a seed is left
+    out of that cell's statistics; the standard deviation of one value is NaN.
+    """
+    if not tables:
+        raise ValueError("tables: no score table to aggregate")
+    stacked = pd.concat({s: t for s, t in tables.items()}, names=["seed", "model"])
+    rows = list(dict.fromkeys(m for t in tables.values() for m in t.index))
+    cols = list(dict.fromkeys(c for t in tables.values() for c in t.columns))
+    grouped = stacked.groupby(level="model", sort=False)
+    return (grouped.mean().reindex(index=rows, columns=cols),
+            grouped.std(ddof=1).reindex(index=rows, columns=cols))
 
 
 def scores_to_records(scores: pd.DataFrame) -> list[Mapping]:

@@ -198,7 +198,7 @@ def _check_models(refs: list[ModelRef], data: ImageData, surrogate: ModelRef | N
 def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, surrogate=None,
               eval_limit: int | None = None, attack_limit: int | None = None,
               severities=P.SEVERITIES, seed: int = 0, batch_size: int = 256, device=None,
-              progress: bool = True, fresh: bool = False) -> SuiteResult:
+              progress: bool = True, fresh: bool = False, clean_all: bool = False) -> SuiteResult:
     """Benchmark ``models`` on ``data`` (a test :class:`ImageData`).
 
     Args:
@@ -215,6 +215,8 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
         device: "cpu", "cuda", ... (None or "auto": CUDA when available).
         progress: a tqdm.auto bar over the model-cells.
         fresh: ignore the cache and recompute everything (the cache file is then overwritten).
+        clean_all: also measure the clean accuracy on every image of ``data`` (the table's clean
+            column then shows it; R still divides by the clean accuracy of its own image set).
     """
     t0 = time.perf_counter()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -243,6 +245,9 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
     attack_id = data_identity(attack_set) if attack_set is not None else None
 
     cells: list[_Cell] = [_Cell(P.CLEAN, 0, eval_set, eval_id)]
+    if clean_all and len(data) > len(eval_set):
+        full = data.to(dev)
+        cells.append(_Cell(P.CLEAN, 0, full, data_identity(full)))
     if attack_set is not None and attack_id != eval_id:
         cells.append(_Cell(P.CLEAN, 0, attack_set, attack_id))
     cells += [_Cell(c, s, eval_set, eval_id) for c in sel.corruptions for s in severities]
@@ -298,6 +303,7 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
                                                "architecture": sur.info.get("model")},
         "data": {"name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
                  "test_images": len(data), "eval_images": len(eval_set),
+                 "clean_images": max(len(data) if clean_all else 0, len(eval_set)),
                  "attack_images": None if attack_set is None else len(attack_set)},
         "eval_limit": eval_limit, "attack_limit": attack_limit, "severities": list(severities), "seed": seed,
         "batch_size": batch_size, "device": str(dev), "parts": list(parts) if parts is not None else ["all"],

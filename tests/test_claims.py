@@ -1,0 +1,152 @@
+"""Seeds: the aggregation over training seeds, the claims verdicts (hand-computed cases), and the
+per-seed run folders of ``train_seeds`` (trained in parallel processes, reused afterwards)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mtlat_edu.benchmark import claims as C
+from mtlat_edu.benchmark import parts as P
+from mtlat_edu.benchmark.scores import aggregate
+from mtlat_edu.profiles import SURROGATE, check_seeds, get_profile, run_dir, train_seeds
+
+
+# ---------------------------------------------------------------------------------------------
+# one comparison
+
+
+def test_compare_holds_by_hand():
+    # means 2 and 0; s_a = 1, s_b = 0 -> se = sqrt(1/3) = 0.577; 2 se = 1.155 < 2
+    r = C.compare([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    assert r["diff"] == pytest.approx(2.0) and r["se"] == pytest.approx(math.sqrt(1 / 3))
+    assert r["verdict"] == "holds" and r["paper_sign"] == "+"
+
+
+def test_compare_within_noise_by_hand():
+    # diff = 2 - 1.5333 = 0.4667; se = sqrt(1/3 + (1/300)/3) = 0.5783: 2 se = 1.157 > 0.4667
+    r = C.compare([1.0, 2.0, 3.0], [1.5, 1.5, 1.6])
+    assert r["diff"] == pytest.approx(0.46667, abs=1e-4)
+    assert r["se"] == pytest.approx(math.sqrt(1 / 3 + (1 / 300) / 3), rel=1e-6)
+    assert r["verdict"] == "within_noise"
+
+
+def test_compare_fails_and_the_paper_sign():
+    # diff = -1, se = sqrt(0.01/3 + 0.01/3) = 0.0816: beyond 2 se, opposite to a "+" claim
+    a, b = [0.0, 0.1, 0.2], [1.0, 1.1, 1.2]
+    assert C.compare(a, b)["verdict"] == "fails"
+    assert C.compare(a, b, sign=-1)["verdict"] == "holds"  # a claim that a is *lower* holds
+    with pytest.raises(ValueError, match="sign"):
+        C.compare(a, b, sign=0)
+
+
+def test_compare_without_noise_estimate_is_within_noise():
+    assert C.compare([90.0], [10.0])["verdict"] == "within_noise"      # one seed: the noise is unknown
+    assert math.isnan(C.compare([90.0], [10.0])["se"])
+    assert C.compare([0.5, 0.5], [0.5, 0.5])["verdict"] == "within_noise"  # d = 0, se = 0
+    assert C.compare([0.6, 0.6], [0.5, 0.5])["verdict"] == "holds"         # d > 0 = 2 se
+    assert C.compare([float("nan"), 1.0, 2.0], [0.0, 0.0])["n_a"] == 2      # NaN cells are left out
+
+
+def test_combine_and_count():
+    assert C.combine(["holds", "holds"]) == "holds"
+    assert C.combine(["holds", "within_noise"]) == "within_noise"
+    assert C.combine(["holds", "fails", "within_noise"]) == "fails"
+    assert C.combine([]) == "within_noise"
+    assert C.count(["holds", "fails", "holds"]) == {"holds": 2, "within_noise": 0, "fails": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# the claims on score tables
+
+
+def _tables(shift: dict[str, float], seeds=(0, 1, 2), wobble=0.01):
+    """Per-seed score tables: every column of model m is base + shift[m] + a seed wobble."""
+    cols = ["clean"] + list(P.perturbation_names())
+    out = {}
+    for k in seeds:
+        rows = {m: [60.0 + 10 * d + wobble * k * 10] + [0.5 + d + wobble * k] * (len(cols) - 1)
+                for m, d in shift.items()}
+        out[k] = pd.DataFrame.from_dict(rows, orient="index", columns=cols).rename_axis("model")
+    return out
+
+
+def test_claims_that_hold_fail_and_are_not_measured():
+    shift = {"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "mixup": 0.1, "tlat": 0.05}
+    report = C.check_claims(_tables(shift), {"name": "test"})
+    v = {c["id"]: c for c in report["claims"]}
+    assert report["seeds"] == [0, 1, 2] and report["profile"] == {"name": "test"}
+    assert v["a"]["verdict"] == "holds"          # mtlat clean 62 vs 60, spread 0.1 per seed
+    b = v["b"]["measured"]
+    assert v["b"]["verdict"] == "holds"
+    assert b["corruptions"]["counts"] == {"holds": 19, "within_noise": 0, "fails": 0}
+    assert b["attacks"]["counts"] == {"holds": 5, "within_noise": 0, "fails": 0}
+    assert v["c"]["verdict"] == "within_noise" and v["c"]["measured"] == {"missing_models": ["target_fgsm", "ls",
+                                                                                           "fgsm"]}
+    assert v["d"]["verdict"] == "holds"           # mtlat > iat on attacks, iat below standard
+    e = v["e"]["measured"]
+    # mixup > tlat everywhere: holds on fog and contrast, fails on the noises, jpeg and the attacks
+    assert v["e"]["verdict"] == "fails" and e["counts"] == {"holds": 2, "within_noise": 0, "fails": 9}
+    assert e["columns"]["fog"]["verdict"] == "holds" and e["columns"]["pgd"]["verdict"] == "fails"
+
+
+def test_claim_c_ordering_by_hand():
+    shift = {"standard": 0.5, "tlat": 0.4, "target_fgsm": 0.3, "ls": 0.2, "fgsm": 0.1}
+    c = C.claim_c(C.SeedScores(_tables(shift)))
+    assert c["verdict"] == "holds" and c["measured"]["counts"]["holds"] == 7
+    shift["ls"] = 0.3  # LS ties target-FGSM: that step is within noise, the rest holds
+    c = C.claim_c(C.SeedScores(_tables(shift)))
+    assert c["verdict"] == "within_noise"
+    assert c["measured"]["comparisons"]["target_fgsm > ls"]["verdict"] == "within_noise"
+
+
+def test_one_seed_judges_nothing():
+    report = C.check_claims(_tables({"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "mixup": 0.1, "tlat": 0.05},
+                                    seeds=(0,)))
+    assert {c["verdict"] for c in report["claims"]} == {"within_noise"}
+    assert "one seed" in C.claims_lines(report)[0]
+
+
+def test_aggregate_mean_and_std_by_hand():
+    t0 = pd.DataFrame({"clean": [70.0, 60.0], "fog": [0.5, 0.4]}, index=pd.Index(["standard", "mtlat"], name="model"))
+    t1 = pd.DataFrame({"clean": [72.0, 61.0], "fog": [0.7, float("nan")]},
+                      index=pd.Index(["standard", "mtlat"], name="model"))
+    mean, std = aggregate({0: t0, 1: t1})
+    assert list(mean.index) == ["standard", "mtlat"] and list(mean.columns) == ["clean", "fog"]
+    assert mean.loc["standard", "clean"] == pytest.approx(71.0)
+    assert std.loc["standard", "clean"] == pytest.approx(math.sqrt(2.0))   # values 70, 72
+    assert std.loc["standard", "fog"] == pytest.approx(math.sqrt(0.02))    # values 0.5, 0.7
+    assert mean.loc["mtlat", "fog"] == pytest.approx(0.4) and math.isnan(std.loc["mtlat", "fog"])
+    with pytest.raises(ValueError, match="tables"):
+        aggregate({})
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds: run folders, parallel training, reuse
+
+
+def test_check_seeds():
+    assert check_seeds([0, 2]) == (0, 2)
+    for bad in ([], [0, 0], [-1], [1.5], [True]):
+        with pytest.raises(ValueError, match="seeds"):
+            check_seeds(bad)
+
+
+def test_train_seeds_parallel_folders_and_reuse(tmp_path):
+    profile = get_profile("smoke", train_limit=128, test_limit=32, seeds=(0, 1))
+    runs = train_seeds(profile, tmp_path, methods=("standard",), surrogate=True, device="cpu", progress=False,
+                       workers=2)
+    assert set(runs) == {0, 1} and set(runs[0]) == {"standard", SURROGATE}
+    for k in (0, 1):
+        assert (tmp_path / "smoke" / "standard" / f"seed{k}" / "model.pt").exists()
+        assert run_dir(profile, tmp_path, "standard", k) == tmp_path / "smoke" / "standard" / f"seed{k}"
+        assert runs[k]["standard"].config.seed == k and len(runs[k]["standard"].history) == 1
+    w0 = runs[0]["standard"].model.state_dict()
+    w1 = runs[1]["standard"].model.state_dict()
+    assert any(not (w0[n] == w1[n]).all() for n in w0)  # different seeds, different weights
+    mtime = (tmp_path / "smoke" / "standard" / "seed1" / "model.pt").stat().st_mtime_ns
+    again = train_seeds(profile, tmp_path, methods=("standard",), surrogate=False, device="cpu", progress=False)
+    assert (tmp_path / "smoke" / "standard" / "seed1" / "model.pt").stat().st_mtime_ns == mtime  # reused
+    for n in w0:
+        assert (again[0]["standard"].model.state_dict()[n] == w0[n]).all()
