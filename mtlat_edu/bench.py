@@ -41,7 +41,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
 
     def step(fn):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = fn(run_model, x, y, cfg, g)
+            loss = fn(run_model, x, y, cfg, g, validate=False)  # inputs checked once, as in fit
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -136,7 +136,8 @@ def check_eps(eps, name: str = "eps", batch: int | None = None) -> None:
                                                                               and eps.shape[0] != batch)):
         raise ValueError(f"{name}: expected a float or a ({batch if batch is not None else 'B'},) tensor "
                          f"(one per sample), got shape {tuple(eps.shape)}")
-    check_range(eps, name, 0.0, 1.0)
+    if not (isinstance(eps, torch.Tensor) and eps.dim() == 1 and eps.numel() == 0):  # an empty batch has no eps
+        check_range(eps, name, 0.0, 1.0)
 
 
 def check_choice(value, name: str, choices) -> None:

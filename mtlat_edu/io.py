@@ -142,10 +142,15 @@ def load_torch(path, what: str = "torch file", remedy: str = "delete it", map_lo
         raise FileNotFoundError(f"{path}: no such {what}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:  # the weights-only unpickler refused an object: not run
-        first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ""
-        raise CorruptFileError(f"{path}: refused: not a valid {what}, it holds Python objects other than "
-                               f"tensors and plain data (nothing in it was run; {first}); {remedy}") from exc
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith(
+            ("Weights only load failed", "Please file an issue", "Check the documentation"))]
+        foreign = next((line for line in lines if "global" in line.lower()), None)
+        if foreign:  # the weights-only unpickler refused to import an object: nothing was run
+            raise CorruptFileError(f"{path}: refused: not a valid {what}, it holds Python objects other than "
+                                   f"tensors and plain data (nothing in it was run; {foreign[:200]}); {remedy}") from exc
+        raise CorruptFileError(f"{path}: not a valid {what}: unreadable ({(lines or ['not a pickle'])[0][:200]}); "
+                               f"{remedy}") from exc
     except Exception as exc:  # EOFError (0 bytes), RuntimeError (zip reader), ...
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         kind = "an empty file" if path.stat().st_size == 0 else f"unreadable ({type(exc).__name__}: {first})"
