@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make reproduce   runs the course notebooks headless with papermill (PROFILE=cpu by default)
+#   make reproduce   runs the course notebooks headless with papermill (PROFILE=cpu by default;
+#                    SEEDS="0 1 2" trains every method with three seeds and judges the claims)
 #   make test        runs the test suite
 # Both create .venv and install the package with its extras when missing.
 
@@ -9,6 +10,7 @@ PROFILE ?= cpu
 DEVICE  ?= auto
 OUT     ?= output/$(PROFILE)
 DATA_ROOT ?=
+SEEDS   ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
