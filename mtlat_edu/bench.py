@@ -15,16 +15,22 @@ import time
 
 import torch
 
-from .checks import resolve_device
+from .checks import check_choice, check_int, resolve_device
 from .data import load_dataset
 from .methods import METHODS, MethodConfig, get_method
-from .models import build_model
+from .models import MODELS, build_model
 
 
 def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=128, image_size=32,
                rounds=5, steps_per_round=3, device=None, amp=True, channels_last=True,
                compile=False, seed=0) -> dict[str, dict]:
     """Median seconds per step and images per second for each method (interleaved rounds)."""
+    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("rounds", rounds),
+                        ("steps_per_round", steps_per_round)):
+        check_int(value, name)
+    for m in methods:
+        check_choice(m, "methods", METHODS)
+    check_choice(model_name, "model", MODELS)
     device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(model_name, 10).to(device)
@@ -72,7 +78,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
     return out
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlat-edu bench-step", description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=["standard", "mtlat"], choices=list(METHODS))
     p.add_argument("--model", default="resnet18")
@@ -82,7 +88,11 @@ def main(argv=None):
     p.add_argument("--steps-per-round", type=int, default=3)
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     res = time_steps(tuple(args.methods), args.model, args.batch_size, args.image_size, args.rounds,
                      args.steps_per_round, args.device, compile=args.compile)
     dev = resolve_device(args.device)

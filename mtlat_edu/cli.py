@@ -72,8 +72,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench_step(argv) -> int:
-    from .bench import main as bench_main
-    bench_main(argv)
+    from .bench import build_parser as bench_parser, main as bench_main
+    try:
+        bench_main(argv)
+    except (ValueError, RuntimeError) as exc:
+        print(f"mtlat-edu: error: {option_message(str(exc), bench_parser())}", file=sys.stderr)
+        return 2
     return 0
 
 

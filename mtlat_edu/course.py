@@ -587,8 +587,10 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     """
     import papermill  # noqa: F401  (fail early, before any work, when papermill is missing)
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile: unknown name {profile!r}; valid names: {', '.join(PROFILES)}")
+    checks.check_choice(profile, "profile", PROFILES)
+    checks.resolve_device(device)  # a bad device fails here, not inside the first notebook
+    checks.check_int(threads, "threads", 1, optional=True, what="the kernels' default")
+    checks.check_int(cell_timeout, "cell_timeout", 1, optional=True, what="no limit")
     folder = Path(notebook_folder or NOTEBOOK_DIR).resolve()
     paths = select_notebooks(notebooks, folder)
     out = Path(out or Path("output") / profile).expanduser().resolve()

@@ -248,6 +248,29 @@ def test_cli_train_names_the_option(extra, message, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()               # refused before anything is created
 
 
+OTHER_CLI_CASES = [
+    (["bench-step", "--model", "small_cnn", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got 0"),
+    (["bench-step", "--model", "small_cnn", "--rounds", "0"], "--rounds: must be an integer >= 1, got 0"),
+    (["bench-step", "--model", "small_cnn", "--device", "nosuch"], "--device: unknown device 'nosuch'; valid: auto"),
+    (["reproduce", "--profile", "smoke", "--threads", "0"], r"--threads: must be an integer >= 1 \(or left out"),
+    (["reproduce", "--profile", "smoke", "--cell-timeout", "-1"], r"--cell-timeout: must be an integer >= 1"),
+    (["reproduce", "--profile", "smoke", "--device", "nosuch"], "--device: unknown device 'nosuch'"),
+    (["evaluate", "{run}", "--device", "nosuch"], "--device: unknown device 'nosuch'"),
+    (["evaluate", "{run}", "--batch-size", "0"], "--batch-size: must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv, message", OTHER_CLI_CASES, ids=[" ".join(c[0]) for c in OTHER_CLI_CASES])
+def test_cli_other_commands_name_the_option(argv, message, finished_run, tmp_path, capsys):
+    argv = [str(finished_run) if a == "{run}" else a for a in argv]
+    if argv[0] != "bench-step":
+        argv += ["--out", str(tmp_path / "out")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mtlat-edu: error: ") and re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_device_mps_names_the_option(tmp_path, capsys):
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
