@@ -16,7 +16,6 @@ kernel there), else the repository's ``notebooks/`` folder. The runner passes ab
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -655,7 +654,10 @@ def _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, res
 
 def summary_table(out) -> str:
     """The ``reproduce.json`` of a finished run as a small text table."""
-    data = json.loads((Path(out) / "reproduce.json").read_text())
+    path = Path(out) / "reproduce.json"
+    data = mio.read_json(path, remedy="run mtlat-edu reproduce again to rewrite it")
+    if data is None:
+        raise FileNotFoundError(f"out: {path} does not exist (run mtlat-edu reproduce --out {out} first)")
     rows = [f"{r['notebook']:<28} {r['status']:<8} {r['seconds']:>7.1f} s" for r in data["notebooks"]]
     return "\n".join(rows + [f"{'total':<28} {'':<8} {data['total_seconds']:>7.1f} s"])
 
