@@ -44,6 +44,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=d.target, choices=["random", "random_other", "least_likely"])
     p.add_argument("--augment", default=d.augment, choices=list(AUGMENTATIONS))
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="train every method once per seed into <run folder>/seed<k> (instead of --seed)")
     p.add_argument("--device", default=d.device)
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--compile", action="store_true")
@@ -52,22 +54,25 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
+    from .profiles import check_seeds
     from .train import TrainConfig, fit
+    seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
     cfgs = [TrainConfig(
         method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
         image_size=args.image_size, train_limit=args.train_limit, test_limit=args.test_limit,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
-        augment=args.augment, seed=args.seed, device=args.device, amp=not args.no_amp, compile=args.compile,
-    ).validate() for method in args.method]  # every option checked before anything trains
+        augment=args.augment, seed=seed, device=args.device, amp=not args.no_amp, compile=args.compile,
+    ).validate() for method in args.method for seed in seeds]  # every option checked before anything trains
     rows = []
     for cfg in cfgs:
-        method, out = cfg.method, default_run_dir(args.runs, cfg)
+        out = default_run_dir(args.runs, cfg)
+        out = out / f"seed{cfg.seed}" if args.seeds is not None else out
         res = fit(cfg, out, resume=not args.no_resume)
-        rows.append((method, res.test_acc, out))
-    print(f"\n{'method':<12} {'clean acc':>9}  run folder")
-    for m, acc, out in rows:
-        print(f"{m:<12} {100 * acc:>8.2f}%  {out}")
+        rows.append((cfg.method, cfg.seed, res.test_acc, out))
+    print(f"\n{'method':<12} {'seed':>4} {'clean acc':>9}  run folder")
+    for m, k, acc, out in rows:
+        print(f"{m:<12} {k:>4} {100 * acc:>8.2f}%  {out}")
     return 0
 
 

@@ -150,3 +150,16 @@ def test_train_seeds_parallel_folders_and_reuse(tmp_path):
     assert (tmp_path / "smoke" / "standard" / "seed1" / "model.pt").stat().st_mtime_ns == mtime  # reused
     for n in w0:
         assert (again[0]["standard"].model.state_dict()[n] == w0[n]).all()
+
+
+def test_cli_train_seeds(tmp_path, capsys):
+    from mtlat_edu import cli
+    base = ["train", "--method", "standard", "--model", "small_cnn", "--dataset", "synthetic", "--train-limit", "64",
+            "--test-limit", "32", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--runs", str(tmp_path)]
+    assert cli.main(base + ["--seeds", "3", "4"]) == 0
+    out = capsys.readouterr().out
+    for k in (3, 4):
+        assert (tmp_path / "synthetic-small_cnn" / "standard" / f"seed{k}" / "model.pt").exists()
+    assert "seed" in out and "/seed4" in out
+    assert cli.main(base + ["--seeds", "1", "1"]) == 2
+    assert "--seeds: must be distinct integers" in capsys.readouterr().err
