@@ -232,11 +232,16 @@ def claims_lines(report: dict) -> list[str]:
         elif "corruptions" in m:
             extra = "; ".join(f"{g}: {_counts_text(m[g]['counts'])}" for g in ("corruptions", "attacks"))
         elif "diff" in m:
-            extra = f"difference {m['diff']:+.2f} (2 SE = {2 * m['se']:.2f})"
+            extra = f"difference {_num(m['diff'], '+.2f')} (2 SE = {_num(None if m['se'] is None else 2 * m['se'], '.2f')})"
         elif "missing_models" in m:
             extra = f"not measured: missing {', '.join(m['missing_models'])}"
         lines.append(f"({c['id']}) {c['verdict']:<12} {c['claim']}" + (f"\n{'':17}{extra}" if extra else ""))
     return lines
+
+
+def _num(value, spec: str) -> str:
+    """A number formatted with ``spec``; "n/a" for None (NaN in claims.json) and NaN."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def _counts_text(counts: dict) -> str:
