@@ -188,7 +188,7 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     from ..checks import resolve_device
     from ..profiles import check_seeds, get_profile, load_profile_data
     from .claims import check_claims
-    from .report import table3_markdown, write_report, write_tables
+    from .report import table3_markdown, write_tables
     from .scores import aggregate, score_table
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
@@ -224,9 +224,9 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         suites[k] = run_suite({r.name: r for r in refs}, data, seed_out, parts=parts, surrogate=sur,
                               eval_limit=eval_limit, attack_limit=attack_limit, severities=severities, seed=seed,
                               batch_size=batch_size, device=dev, progress=progress, fresh=fresh, clean_all=True)
-        if not single:
-            write_report(suites[k].results, seed_out, reference, suites[k].meta, heatmap=False)
         tables[k] = score_table(suites[k].results)
+        if not single:
+            write_tables(tables[k], seed_out, reference, suites[k].meta, heatmap=False)
 
     mean, std = aggregate(tables)
     meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}

@@ -173,13 +173,3 @@ def write_tables(scores: pd.DataFrame, out_dir, reference: str = REFERENCE, meta
         fig = plot_heatmap(scores, reference)
         files["heatmap_png"] = mio.save_figure(out / HEATMAP_PNG, fig, dpi=130)
     return files
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
