@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -302,8 +303,15 @@ def test_silent_proxy_times_out_with_the_offline_message(tmp_path, monkeypatch):
         monkeypatch.setenv(k, proxy)
     for k in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(k, raising=False)
-    with pytest.raises(RuntimeError, match=r"timed out.*Without internet access, point the package at a local copy"):
-        load_cifar10("train", tmp_path, timeout=0.5)
+    # urllib reads the proxy variables once, when its global opener is first built: an earlier
+    # urlopen in this process (the browser tests poll JupyterLab with it) would hide them.
+    urllib.request.install_opener(urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": proxy, "https": proxy})))
+    try:
+        with pytest.raises(RuntimeError, match=r"timed out.*Without internet access, point the package at a local copy"):
+            load_cifar10("train", tmp_path, timeout=0.5)
+    finally:
+        urllib.request.install_opener(None)                # the next urlopen builds the default again
     assert held, "the download never reached the proxy"
     assert socket.getdefaulttimeout() is None              # the bound was for the download only
     srv.close()
