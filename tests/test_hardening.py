@@ -258,6 +258,7 @@ OTHER_CLI_CASES = [
     (["reproduce", "--profile", "smoke", "--device", "nosuch"], "--device: unknown device 'nosuch'"),
     (["evaluate", "{run}", "--device", "nosuch"], "--device: unknown device 'nosuch'"),
     (["evaluate", "{run}", "--batch-size", "0"], "--batch-size: must be an integer >= 1"),
+    (["evaluate", "{run}", "--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
 ]
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import attacks as A
 from .. import corruptions as C
 from .. import io as mio
-from ..checks import resolve_device
+from ..checks import check_int, resolve_device
 from ..data import DeviceBatches, ImageData
 from ..train import load_checkpoint
 from . import parts as P
@@ -224,6 +224,7 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
     for name, lim in (("eval_limit", eval_limit), ("attack_limit", attack_limit)):
         if lim is not None and (isinstance(lim, bool) or not isinstance(lim, int) or lim < 1):
             raise ValueError(f"{name}: must be an integer >= 1 or None (all images), got {lim!r}")
+    check_int(seed, "seed", low=0)
     severities = tuple(severities)
     bad = [s for s in severities if s not in P.SEVERITIES]
     if bad or not severities:
