@@ -5,6 +5,10 @@
 * targeted FGSM (Kurakin et al.), eq. (5), the one-step solution of eq. (3)/(4):
   ``x_adv = clip(x - eps * sign(grad_x L(x, y_target)), 0, 1)``
 
+* targeted PGD (beyond the paper, its section 6 "future work"): ``k`` steps of eq. (5), each
+  of size ``step`` and projected back onto the L-inf ball of radius ``eps`` around the start
+  (Madry et al. 2018); with ``k = 1`` and no random start it is targeted FGSM exactly.
+
 ``eps`` is a float or one value per sample (Algorithm 1 draws ``eps ~ U[0, eps_max]`` per
 couple, ``eps_max = 0.025``, section 4.2). The attacks for *evaluation* (PGD, CW, MI-FGSM) live in
 :mod:`mtlat_edu.attacks`.
@@ -74,10 +78,14 @@ def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return grad
 
 
-def _step(x: torch.Tensor, grad: torch.Tensor, eps, sign: float) -> torch.Tensor:
+def _per_image(eps, x: torch.Tensor) -> torch.Tensor:
+    """A float or a (B,) tensor of amounts, broadcastable against the NCHW batch ``x``."""
     e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
-    e = e.view(-1, 1, 1, 1) if e.dim() else e
-    return (x + sign * e * grad.sign()).clamp_(0, 1).detach()
+    return e.view(-1, 1, 1, 1) if e.dim() else e
+
+
+def _step(x: torch.Tensor, grad: torch.Tensor, eps, sign: float) -> torch.Tensor:
+    return (x + sign * _per_image(eps, x) * grad.sign()).clamp_(0, 1).detach()
 
 
 def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
@@ -99,6 +107,45 @@ def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, valida
     if validate:
         _validate(model, x, y_target, eps)
     return _step(x, input_gradient(model, x, y_target), eps, -1.0)
+
+
+PGD_STEPS = 3
+PGD_STEP_FACTOR = 2.5
+
+
+def targeted_pgd(model, x: torch.Tensor, y_target: torch.Tensor, eps, steps: int = PGD_STEPS,
+                 step_factor: float = PGD_STEP_FACTOR, random_start: bool = False,
+                 generator: torch.Generator | None = None, *, validate: bool = True) -> torch.Tensor:
+    """``steps`` iterations of targeted FGSM (eq. 5) projected onto the L-inf ball of radius ``eps``.
+
+    ``x_{i+1} = Proj_{B_inf(x, eps) & [0,1]}(x_i - a * sign(grad_x L(x_i, y_target)))`` with the step
+    ``a = step_factor * eps / steps`` per sample (Madry et al. 2018's rule ``2.5 * eps / k``: the
+    ``k`` steps together can cross the ball, so the final iterate can reach any of its corners).
+    ``random_start`` starts from ``x + U[-eps, eps]`` (drawn from ``generator``) instead of ``x``.
+
+    The defining property: ``steps=1`` without random start equals :func:`targeted_fgsm` exactly
+    when ``step_factor >= 1`` (a step of ``step_factor * eps >= eps`` projected onto the ball is
+    the step of size ``eps``).
+    The gradients are computed in the model's current mode (training mode inside a training step,
+    as Algorithm 1 uses the current theta); ``eps`` is a float or one per sample.
+    """
+    if validate:
+        _validate(model, x, y_target, eps)
+        check_int(steps, "pgd_steps")
+        check_range(step_factor, "pgd_step_factor", 0.0, 100.0, low_open=True)
+    x = x.detach()
+    e = _per_image(eps, x)
+    lo, hi = (x - e).clamp(0, 1), (x + e).clamp(0, 1)
+    x_adv = x
+    if random_start:
+        device = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+        x_adv = torch.min(torch.max(x + (2 * u - 1) * e, lo), hi)
+    step = e * (step_factor / steps)
+    for _ in range(steps):
+        grad = input_gradient(model, x_adv, y_target)
+        x_adv = torch.min(torch.max(x_adv - step * grad.sign(), lo), hi).detach()
+    return x_adv
 
 
 def _validate(model, x, y, eps):

@@ -130,6 +130,18 @@ def check_int(value, name: str, low: int = 1, optional: bool = False, what: str 
         raise ValueError(f"{name}: must be an integer >= {low}{alt}, got {value!r}")
 
 
+def check_int_set(values, name: str, low: int = 0, high: int | None = None) -> tuple[int, ...]:
+    """A non-empty sequence of distinct integers in [low, high] (e.g. the mixing layers of
+    ``--manifold-layers``); returned as a tuple."""
+    vals = tuple(values) if isinstance(values, (list, tuple)) else None
+    top = "" if high is None else f" and <= {high}"
+    if not vals or len(set(vals)) != len(vals) or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low or (high is not None and v > high)
+            for v in vals):
+        raise ValueError(f"{name}: must be one or more distinct integers >= {low}{top}, got {values!r}")
+    return tuple(int(v) for v in vals)
+
+
 def check_eps(eps, name: str = "eps", batch: int | None = None) -> None:
     """A perturbation amount: a float in [0, 1], or one per sample (a (B,) tensor) in [0, 1]."""
     if isinstance(eps, torch.Tensor) and eps.dim() > 0 and (eps.dim() != 1 or (batch is not None

@@ -43,6 +43,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-batch", action="store_true", help="one lambda and one eps per batch instead of per couple")
     p.add_argument("--target", default=d.target, choices=["random", "random_other", "least_likely"])
     p.add_argument("--augment", default=d.augment, choices=list(AUGMENTATIONS))
+    p.add_argument("--pgd-steps", type=int, default=d.pgd_steps,
+                   help="mtlat_pgd: targeted PGD iterations k (1 without random start = mtlat)")
+    p.add_argument("--pgd-step-factor", type=float, default=d.pgd_step_factor,
+                   help="mtlat_pgd: PGD step size = factor * eps / k (Madry et al.'s 2.5)")
+    p.add_argument("--pgd-random-start", action="store_true",
+                   help="mtlat_pgd: start the PGD from a uniform random point of the eps-ball")
+    p.add_argument("--manifold-layers", nargs="+", type=int, default=list(d.manifold_layers), metavar="L",
+                   help="manifold_mtlat: the layers to mix at, one drawn per batch (0 = the input)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
                    help="train every method once per seed into <run folder>/seed<k> (instead of --seed)")
@@ -63,6 +71,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
         augment=args.augment, seed=seed, device=args.device, amp=not args.no_amp, compile=args.compile,
+        pgd_steps=args.pgd_steps, pgd_step_factor=args.pgd_step_factor, pgd_random_start=args.pgd_random_start,
+        manifold_layers=tuple(args.manifold_layers),
     ).validate() for method in args.method for seed in seeds]  # every option checked before anything trains
     rows = []
     for cfg in cfgs:

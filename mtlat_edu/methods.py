@@ -16,6 +16,15 @@ to the scalar loss of one training step; :mod:`mtlat_edu.train` does the rest.
 ``mtlat``       Algorithm 1 / eq. (6): Mixup, *then* targeted FGSM, labelled by TLAT
 ==============  ===========================================================================
 
+Beyond the paper (its section 6 names both as future work; see docs/future.md), kept out of the
+reproduction of Tables 1-3 (``profiles.FUTURE_METHODS``):
+
+==================  =======================================================================
+``mtlat_pgd``       Algorithm 1 with line 5's targeted FGSM replaced by k-step targeted PGD
+``manifold_mtlat``  Algorithm 1 with Mixup replaced by Manifold Mixup (Verma et al. 2019);
+                    the targeted FGSM perturbs the two input images of each couple
+==================  =======================================================================
+
 How a batch is used (our reading of section 3.2 and Algorithm 1, documented in docs/design.md):
 
 * The adversarial methods train "with minibatches that contain both clean samples and
@@ -44,10 +53,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .adversarial import EPS_MAX, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm
-from .checks import check_choice, check_int, check_labels, check_model_input, check_positive, check_range
+from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm,
+                          targeted_pgd)
+from .checks import (check_choice, check_int, check_int_set, check_labels, check_model_input, check_positive,
+                     check_range)
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
-from .mixup import DEFAULT_ALPHA, random_mixup
+from .mixup import DEFAULT_ALPHA, interpolate, random_mixup, random_pairs
+from .models import manifold_forward
+
+# Manifold Mixup's mixing layers (Verma et al.'s reference code: ``layer_mix = randint(0, 2)``).
+MANIFOLD_LAYERS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -59,11 +74,20 @@ class MethodConfig:
     eps_max: float = EPS_MAX
     per_batch: bool = False
     target: str = "random"
+    pgd_steps: int = PGD_STEPS                      # mtlat_pgd: k
+    pgd_step_factor: float = PGD_STEP_FACTOR        # mtlat_pgd: step = factor * eps / k
+    pgd_random_start: bool = False                  # mtlat_pgd: start from x_mix2 + U[-eps, eps]
+    manifold_layers: tuple[int, ...] = MANIFOLD_LAYERS  # manifold_mtlat: the layers drawn from
 
     def __post_init__(self):
         check_int(self.num_classes, "num_classes", 2)
         check_positive(self.alpha, "alpha")
         check_range(self.eps_max, "eps_max", 0.0, 1.0)
+        check_int(self.pgd_steps, "pgd_steps")
+        check_range(self.pgd_step_factor, "pgd_step_factor", 0.0, 100.0, low_open=True)
+        if not isinstance(self.pgd_random_start, bool):
+            raise ValueError(f"pgd_random_start: expected True or False, got {self.pgd_random_start!r}")
+        object.__setattr__(self, "manifold_layers", check_int_set(self.manifold_layers, "manifold_layers"))
         if self.target not in TARGET_SELECTION:
             raise ValueError(f"target: unknown selection {self.target!r}; valid: {', '.join(TARGET_SELECTION)}")
 
@@ -72,7 +96,7 @@ LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, MethodConfig, "t
 METHODS: dict[str, LossFn] = {}
 
 # Methods whose batches split into a clean and an adversarial half.
-ADVERSARIAL = ("fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
+ADVERSARIAL = ("fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat", "mtlat_pgd", "manifold_mtlat")
 
 
 def register(name: str):
@@ -127,9 +151,13 @@ def _targets(model, x, y, cfg: MethodConfig, g):
 def two_part_loss(model, x_clean, t_clean, x_adv, t_adv) -> torch.Tensor:
     """``L(x_clean, t_clean) + L(x_adv, t_adv)`` (Algorithm 1's ``loss_1 + loss_2``) from one
     forward pass over both parts; targets are hard (B,) or soft (B, N)."""
-    logits = model(torch.cat([x_clean, x_adv]))
-    lc, la = logits[: x_clean.shape[0]], logits[x_clean.shape[0]:]
-    return _ce(lc, t_clean) + _ce(la, t_adv)
+    return _two_part_ce(model(torch.cat([x_clean, x_adv])), t_clean, t_adv)
+
+
+def _two_part_ce(logits, t_clean, t_adv) -> torch.Tensor:
+    """``loss_1 + loss_2`` of logits whose first rows go with ``t_clean`` and the rest with ``t_adv``."""
+    h = t_clean.shape[0]
+    return _ce(logits[:h], t_clean) + _ce(logits[h:], t_adv)
 
 
 def _ce(logits, t):
@@ -204,11 +232,12 @@ def iat_method(model, x, y, cfg: MethodConfig, g=None):
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
 
-def mtlat_couples(model, x, y, cfg: MethodConfig, g=None):
+def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=targeted_fgsm):
     """The two training batches of Algorithm 1 from B clean images.
 
     Returns ``(x_mix1, y_mix1, x_mtlat, y_mtlat, extras)`` where ``extras`` holds the
     intermediate ``x_mix2``, ``y_mix2``, ``y_target`` and ``eps`` (for teaching and tests).
+    ``attack(model, x_mix2, y_target, eps)`` is line 5's perturbation (targeted FGSM, eq. 5).
     """
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
@@ -216,7 +245,7 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None):
     x_mix2, y_mix2 = _mix(xa, one_hot(ya, n, validate=False), cfg, g)             # lines 3-4
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, x_mix2, ya, cfg, g)
-    x_mtlat = targeted_fgsm(model, x_mix2, y_t, eps, validate=False)              # line 5, eq. (6)
+    x_mtlat = attack(model, x_mix2, y_t, eps, validate=False)                     # line 5, eq. (6)
     y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)                     # line 6, eq. (6)
     extras = {"x_mix2": x_mix2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
     return x_mix1, y_mix1, x_mtlat, y_mtlat, extras
@@ -227,3 +256,81 @@ def mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT, Algorithm 1: ``loss = L(x_mix1, y_mix1) + L(x_mtlat, y_mtlat)``."""
     x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond the paper (section 6, future work): docs/future.md
+
+def pgd_attack(cfg: MethodConfig, g=None):
+    """Line 5 of Algorithm 1 for ``mtlat_pgd``: :func:`adversarial.targeted_pgd` with the config's
+    ``pgd_steps``, ``pgd_step_factor`` and ``pgd_random_start`` (the random start drawn from ``g``)."""
+    return functools.partial(targeted_pgd, steps=cfg.pgd_steps, step_factor=cfg.pgd_step_factor,
+                             random_start=cfg.pgd_random_start, generator=g)
+
+
+@register("mtlat_pgd")
+def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
+    """M-TLAT with an iterative attack: Algorithm 1 with line 5's targeted FGSM replaced by
+    ``k = cfg.pgd_steps`` steps of targeted PGD (step ``pgd_step_factor * eps / k``, projected onto
+    the L-inf ball of radius ``eps`` around ``x_mix2``), ``eps ~ U[0, eps_max]`` per couple as in
+    M-TLAT. The label is eq. (6), ``(1 - eps) * y_mix2 + eps * y_target``, with ``eps`` the radius of
+    the ball the final iterate lies in (the drawn eps, as for FGSM). With ``pgd_steps=1`` and no
+    random start this *is* ``mtlat`` (same draws, same images, same labels)."""
+    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, g, attack=pgd_attack(cfg, g))
+    return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
+
+
+def draw_layer(layers, g=None) -> int:
+    """One mixing layer per batch, uniformly from ``layers`` (Verma et al.: ``randint(0, 2)`` per batch)."""
+    device = g.device if g is not None else "cpu"
+    return int(layers[int(torch.randint(len(layers), (1,), generator=g, device=device).item())])
+
+
+def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
+    """Algorithm 1 with Manifold Mixup: the couples, their adversarial inputs and labels.
+
+    One layer ``l`` is drawn for the batch from ``cfg.manifold_layers`` (:func:`draw_layer`); both
+    halves are split into couples ``(x_i, x_perm[i])`` with ``lam ~ Beta(alpha, alpha)`` per couple.
+    The adversarial step stays in pixel space: targeted FGSM (eq. 5) with the couple's ``eps``
+    perturbs *both input images of each couple*, through the gradient of the loss of the couple
+    mixed at layer ``l`` towards ``y_target``, so every image moves by at most ``eps`` in L-inf
+    and ``eps`` means what it means in the benchmark. Each couple owns its own copy of the partner
+    image (``x_b = x_a[perm]``), so a perturbation serves one target only. The label is eq. (6),
+    ``(1 - eps) * y_mix + eps * y_target``. At layer 0 this is M-TLAT up to clipping (the sign of
+    ``lam * g`` is the sign of ``g``, so the mixed input moves by ``eps * sign(g)``).
+
+    Returns ``(x_a, x_b, lam, y_mix1, y_mtlat, layer, extras)``: the B couples (clean half first,
+    adversarial second) to pass to :func:`models.manifold_forward` at ``layer``, their labels, and
+    ``extras`` with ``x_adv_a``, ``x_adv_b`` (the perturbed couples of the adversarial half, whose
+    clean images are ``x_3`` and ``x_3[perm]``), ``perm``, ``y_mix2``, ``y_target`` and ``eps``.
+    """
+    xc, yc, xa, ya = split_batch(x, y)
+    n = cfg.num_classes
+    layer = draw_layer(cfg.manifold_layers, g)
+    lam1, p1 = random_pairs(xc.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
+                            validate=False)
+    lam2, p2 = random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
+                            validate=False)
+    yc1, ya1 = one_hot(yc, n, validate=False), one_hot(ya, n, validate=False)
+    y_mix1, y_mix2 = interpolate(yc1, yc1[p1], lam1), interpolate(ya1, ya1[p2], lam2)
+    eps = _eps(xa.shape[0], cfg, g, x.device)
+    h = xa.shape[0]
+
+    def couples(z):  # the adversarial couples, stacked as one batch [x_a; x_b], mixed at `layer`
+        return manifold_forward(model, z[:h], z[h:], lam2, layer)
+
+    pairs = torch.cat([xa, xa[p2]])
+    y_t = _targets(couples, pairs, ya, cfg, g)
+    adv = targeted_fgsm(couples, pairs, y_t, torch.cat([eps, eps]), validate=False)
+    y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)
+    x_a, x_b = torch.cat([xc, adv[:h]]), torch.cat([xc[p1], adv[h:]])
+    extras = {"x_adv_a": adv[:h], "x_adv_b": adv[h:], "perm": p2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
+    return x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras
+
+
+@register("manifold_mtlat")
+def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
+    """M-TLAT with Manifold Mixup (:func:`manifold_couples`): ``L(mix_l(x_1, x_2), y_mix1) +
+    L(mix_l(x_3 + d_3, x_4 + d_4), y_mtlat)`` in one forward pass mixed at the drawn layer ``l``."""
+    x_a, x_b, lam, y_mix1, y_mtlat, layer, _ = manifold_couples(model, x, y, cfg, g)
+    return _two_part_ce(manifold_forward(model, x_a, x_b, lam, layer), y_mix1, y_mtlat)

@@ -58,18 +58,29 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, val
         lam = lam.expand(x.shape[0])
     if lam.shape != (x.shape[0],):
         raise ValueError(f"lam: expected a float or shape ({x.shape[0]},), got {tuple(lam.shape)}")
-    lx = lam.view(-1, 1, 1, 1)
-    ly = lam.view(-1, 1).to(y_soft.dtype)
-    x_mix = lx * x + (1 - lx) * x[perm]
-    y_mix = ly * y_soft + (1 - ly) * y_soft[perm]
-    return x_mix, y_mix
+    return interpolate(x, x[perm], lam), interpolate(y_soft, y_soft[perm], lam)
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam * a + (1 - lam) * b`` with one ``lam`` per sample (a (B,) tensor) broadcast over the
+    other dimensions: eq. (1) for images, labels, or hidden representations (Manifold Mixup)."""
+    lam = lam.to(a.dtype).view(-1, *([1] * (a.dim() - 1)))
+    return lam * a + (1 - lam) * b
+
+
+def random_pairs(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = False,
+                 generator: torch.Generator | None = None, device=None, validate: bool = True):
+    """Algorithm 1's couples for ``n`` images: ``(lam, perm)``, ``lam ~ Beta(alpha, alpha)`` per couple
+    (one for all with ``per_batch``) and image ``i`` paired with image ``perm[i]``; on ``device``."""
+    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=device, validate=validate)
+    perm = torch.randperm(n, generator=generator, device=lam.device)
+    return lam.to(device), perm.to(device)
 
 
 def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_ALPHA, *,
                  per_batch: bool = False, generator: torch.Generator | None = None, validate: bool = True):
     """Eq. (1) with fresh ``lam ~ Beta(alpha, alpha)`` and a random pairing; returns ``(x_mix, y_mix, lam)``."""
     n = check_nchw(x, "x").shape[0]
-    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=x.device, validate=validate)
-    perm = torch.randperm(n, generator=generator, device=lam.device).to(x.device)
-    x_mix, y_mix = mixup(x, y_soft, lam.to(x.device), perm, validate=validate)
+    lam, perm = random_pairs(n, alpha, per_batch=per_batch, generator=generator, device=x.device, validate=validate)
+    x_mix, y_mix = mixup(x, y_soft, lam, perm, validate=validate)
     return x_mix, y_mix, lam

@@ -14,6 +14,11 @@ Registry ``MODELS`` (name -> constructor ``fn(num_classes) -> nn.Module``):
 * ``vgg``             a VGG-11-style network with batch norm: the black-box surrogate (section 4.1)
 * ``vgg_small``       the same VGG-11 layout at a quarter of the width, the surrogate of CPU runs
 * ``small_cnn``       a small, fast CNN for laptop-CPU runs
+
+Manifold Mixup (Verma et al., ICML 2019; used by the ``manifold_mtlat`` method): every model built
+by :func:`build_model` carries ``mix_points``, the submodules after which hidden representations
+may be mixed, and :func:`manifold_forward` runs "up to layer ``l``, mix the couples, continue"
+(layer 0 is the input, as in the reference code's ``layer_mix = randint(0, 2)``).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from .checks import check_choice, check_int, check_nchw
+from .mixup import interpolate
 
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
 # for both CIFAR and ImageNet data; any fixed affine map is equivalent up to the first layer.
@@ -163,8 +169,58 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+# Manifold Mixup's hidden mixing points of each model (submodule names inside ``.net``): the end of
+# the first and of the second stage, as Verma et al. mix a PreAct ResNet after its first and second
+# residual stages (layers 1 and 2; layer 0, the input, is always allowed).
+_VGG_POINTS = ("features.3", "features.7")       # after the first and second max-pool
+_RESNET_POINTS = ("layer1", "layer2")
+MIX_POINTS: dict[str, tuple[str, ...]] = {
+    "resnet18": _RESNET_POINTS, "preact_resnet18": ("layers.1", "layers.3"), "resnet50": _RESNET_POINTS,
+    "resnext50": _RESNET_POINTS, "vgg": _VGG_POINTS, "vgg_small": _VGG_POINTS, "small_cnn": _VGG_POINTS,
+}
+
+
+def mix_layer_count(name: str) -> int:
+    """The mixing layers of model ``name``: 0 (the input) to ``mix_layer_count(name) - 1``."""
+    check_choice(name, "model", MODELS)
+    return 1 + len(MIX_POINTS.get(name, ()))
+
+
 def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
     """Build a registered model that takes [0, 1] images (normalization is its first layer)."""
     check_choice(name, "model", MODELS)
     check_int(num_classes, "num_classes", 2)
-    return NormalizedModel(MODELS[name](num_classes))
+    model = NormalizedModel(MODELS[name](num_classes))
+    model.mix_points = tuple(model.net.get_submodule(p) for p in MIX_POINTS.get(name, ()))
+    return model
+
+
+def manifold_forward(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, lam: torch.Tensor,
+                     layer: int) -> torch.Tensor:
+    """Logits of the couples ``(x_a[i], x_b[i])`` mixed at ``layer`` (Manifold Mixup, Verma et al. 2019).
+
+    ``h = lam * f_l(x_a) + (1 - lam) * f_l(x_b)`` where ``f_l`` is the model up to mixing point
+    ``l``, then the rest of the model on ``h``. Layer 0 mixes the images (eq. 1, input Mixup);
+    layer ``l >= 1`` runs ``x_a`` and ``x_b`` as one batch of 2B up to the ``l``-th entry of
+    ``model.mix_points`` (a forward hook replaces its output by the mixture, B rows) and B rows
+    after it. Batch norm before the mixing point sees ``x_a`` and ``x_b`` together (when ``x_b``
+    is a permutation of ``x_a``, the same statistics as the reference code's single batch).
+
+    ``lam`` is a (B,) tensor; gradients flow to both ``x_a`` and ``x_b``. Returns (B, classes) logits.
+    """
+    points = getattr(getattr(model, "_orig_mod", model), "mix_points", None)
+    if points is None:
+        raise ValueError("model: manifold mixing needs a model built by models.build_model (it carries mix_points)")
+    check_int(layer, "layer", 0)
+    if layer > len(points):
+        raise ValueError(f"layer: this model mixes at layers 0 (the input) to {len(points)}, got {layer}")
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_b: expected the shape of x_a {tuple(x_a.shape)}, got {tuple(x_b.shape)}")
+    if layer == 0:
+        return model(interpolate(x_a, x_b, lam))
+    n = x_a.shape[0]
+    handle = points[layer - 1].register_forward_hook(lambda mod, inp, out: interpolate(out[:n], out[n:], lam))
+    try:
+        return model(torch.cat([x_a, x_b]))
+    finally:
+        handle.remove()

@@ -33,6 +33,9 @@ from .methods import ADVERSARIAL, METHODS
 from .train import TrainConfig, TrainResult, fit, load_checkpoint
 
 TABLE_METHODS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
+# The paper's future work (section 6), implemented beyond it: not in the reproduction of Tables 1-3,
+# compared with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10.
+FUTURE_METHODS = ("mtlat_pgd", "manifold_mtlat")
 SURROGATE = "vgg_surrogate"
 
 

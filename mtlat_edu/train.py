@@ -29,7 +29,7 @@ from . import io as mio
 from .checks import check_choice, check_int, check_nchw, check_positive, check_range, model_channels, resolve_device
 from .data import AUGMENTATIONS, DATASETS, DeviceBatches, ImageData, load_dataset
 from .methods import ADVERSARIAL, MethodConfig, get_method, METHODS
-from .models import MODELS, build_model
+from .models import MODELS, build_model, mix_layer_count
 
 PAPER_EPOCHS = 90
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "generators", "history", "config", "torch_rng")
@@ -64,6 +64,11 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 1000
+    # options of the methods beyond the paper (docs/future.md); the others ignore them
+    pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
+    pgd_step_factor: float = 2.5         # mtlat_pgd: step size = factor * eps / k
+    pgd_random_start: bool = False       # mtlat_pgd: start from a random point of the eps-ball
+    manifold_layers: tuple[int, ...] = (0, 1, 2)  # manifold_mtlat: mixing layers (0 = the input)
 
     def validate(self) -> "TrainConfig":
         """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
@@ -88,8 +93,20 @@ class TrainConfig:
         check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
         check_positive(self.alpha, "alpha")
         check_range(self.eps_max, "eps_max", 0.0, 1.0)
-        MethodConfig(alpha=self.alpha, eps_max=self.eps_max, target=self.target)  # validates target
+        self.method_config(10)  # validates target and the method options
+        if max(self.manifold_layers) >= mix_layer_count(self.model):
+            raise ValueError(f"manifold_layers: model {self.model!r} mixes at layers 0 (the input) to "
+                             f"{mix_layer_count(self.model) - 1}, got {list(self.manifold_layers)}")
         return self
+
+    def method_config(self, num_classes: int) -> MethodConfig:
+        """The :class:`MethodConfig` of this run (checks the method options; a list of
+        ``manifold_layers`` becomes a tuple, so that the run's identity does not depend on it)."""
+        mcfg = MethodConfig(num_classes=num_classes, alpha=self.alpha, eps_max=self.eps_max, per_batch=self.per_batch,
+                            target=self.target, pgd_steps=self.pgd_steps, pgd_step_factor=self.pgd_step_factor,
+                            pgd_random_start=self.pgd_random_start, manifold_layers=self.manifold_layers)
+        self.manifold_layers = mcfg.manifold_layers
+        return mcfg
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -144,6 +161,11 @@ def _checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes):
         "epoch": epoch, "generators": [g.get_state() for g in gens], "history": history,
         "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
     }
+
+
+def _plain(value):
+    """A saved config value as ``identity()`` holds it (a list read back as a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _bare(model):
@@ -208,7 +230,9 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: I
     if out and resume and ckpt_path.exists():
         state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
         asked = cfg.identity()
-        saved = {k: state["config"].get(k) for k in asked} if isinstance(state["config"], dict) else {}
+        defaults = TrainConfig().identity()  # a field added after the run was saved holds its default
+        saved = {k: _plain(state["config"].get(k, defaults.get(k))) for k in asked} \
+            if isinstance(state["config"], dict) else {}
         if saved != asked:
             diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
             raise ValueError(f"out_dir: {out} holds a checkpoint of a different run (saved vs asked: {diff}); "
@@ -235,8 +259,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: I
 
     run_model = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
     method = get_method(cfg.method)
-    mcfg = MethodConfig(num_classes=num_classes, alpha=cfg.alpha, eps_max=cfg.eps_max,
-                        per_batch=cfg.per_batch, target=cfg.target)
+    mcfg = cfg.method_config(num_classes)
     augment = AUGMENTATIONS[cfg.augment]
     use_amp = cfg.amp and device.type == "cuda"
     mem = torch.channels_last if (device.type == "cuda" and cfg.channels_last) else torch.contiguous_format
