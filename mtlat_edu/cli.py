@@ -5,14 +5,21 @@ Examples::
     mtlat-edu train --method standard mixup tlat mtlat --model small_cnn --dataset synthetic --epochs 3
     mtlat-edu train --method mtlat --dataset cifar10 --data-root ../shared/data/cifar10-jpeg --train-limit 10000
     mtlat-edu bench-step --model resnet18 --batch-size 128
+    torchrun --standalone --nproc_per_node=2 -m mtlat_edu train --method mtlat --device cpu ...   # DDP
+
+Under torchrun, ``train`` and ``evaluate`` join one process group for the command
+(:mod:`mtlat_edu.distributed`); rank 0 alone writes files and prints.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 import sys
 from pathlib import Path
 
+from . import distributed as D
 from .methods import METHODS
 from .models import MODELS
 from .data import AUGMENTATIONS, DATASETS
@@ -56,7 +63,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="train every method once per seed into <run folder>/seed<k> (instead of --seed)")
     p.add_argument("--device", default=d.device)
     p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
+    p.add_argument("--fast-path", default=d.fast_path, choices=["auto", "on", "off"],
+                   help="bf16 autocast, channels_last, --compile: auto = on CUDA only; on = also on the CPU")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)")
+    p.add_argument("--data-mode", default=d.data_mode, choices=["memory", "stream", "auto"],
+                   help="memory: decode the dataset into RAM (cached); stream: DataLoader workers decode "
+                        "each batch from the files; auto: stream above 4 GiB of decoded images")
+    p.add_argument("--workers", type=int, default=d.workers, help="decoding processes of --data-mode stream")
+    p.add_argument("--track-robustness", type=int, default=d.track_robustness, metavar="N",
+                   help="after every epoch, record the PGD accuracy (eps 0.04, 10 it.) on N fixed test images")
+    p.add_argument("--track-corruption", default=None, metavar="NAME",
+                   help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
     p.add_argument("--runs", default="runs", help="root folder of the run folders")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
@@ -72,7 +91,9 @@ def cmd_train(args) -> int:
         alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
         augment=args.augment, seed=seed, device=args.device, amp=not args.no_amp, compile=args.compile,
         pgd_steps=args.pgd_steps, pgd_step_factor=args.pgd_step_factor, pgd_random_start=args.pgd_random_start,
-        manifold_layers=tuple(args.manifold_layers),
+        manifold_layers=tuple(args.manifold_layers), fast_path=args.fast_path, sync_bn=args.sync_bn,
+        data_mode=args.data_mode, workers=args.workers, track_robustness=args.track_robustness,
+        track_corruption=args.track_corruption,
     ).validate() for method in args.method for seed in seeds]  # every option checked before anything trains
     rows = []
     for cfg in cfgs:
@@ -80,6 +101,8 @@ def cmd_train(args) -> int:
         out = out / f"seed{cfg.seed}" if args.seeds is not None else out
         res = fit(cfg, out, resume=not args.no_resume)
         rows.append((cfg.method, cfg.seed, res.test_acc, out))
+    if not D.is_main():
+        return 0
     print(f"\n{'method':<12} {'seed':>4} {'clean acc':>9}  run folder")
     for m, k, acc, out in rows:
         print(f"{m:<12} {k:>4} {100 * acc:>8.2f}%  {out}")
@@ -98,7 +121,10 @@ def cmd_bench_step(argv) -> int:
 
 def cmd_evaluate(args) -> int:
     from .benchmark.command import run_evaluate
-    return run_evaluate(args)
+    if D.is_main():
+        return run_evaluate(args)
+    with contextlib.redirect_stdout(io.StringIO()):  # under torchrun rank 0 alone prints the tables
+        return run_evaluate(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +157,9 @@ def main(argv=None) -> int:
         if args.command == "reproduce":
             from .course import cmd_reproduce
             return cmd_reproduce(args)
-        return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+        from .checks import resolve_device
+        with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
+            return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         print(f"mtlat-edu: error: {option_message(str(exc), sub)}", file=sys.stderr)

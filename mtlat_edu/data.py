@@ -8,6 +8,10 @@ Registry ``DATASETS`` (name -> loader ``fn(split, root, **kw) -> ImageData``):
 * ``imagenet100``  the paper's ImageNet-100 protocol (section 4.2) over a user's ImageNet ``train/``
 * ``synthetic``    a small *generated* dataset for offline smoke runs and tests (not real data)
 
+Streaming (``load_dataset(..., mode="stream")``, or ``"auto"`` above :data:`STREAM_BYTES`): a
+folder-based split stays on disk as a :class:`FileImageData` and :class:`StreamBatches` decodes
+each batch in DataLoader worker processes, with the same decoder, order and [0, 1] batches.
+
 Every loader returns an :class:`ImageData` whose images are uint8 NCHW (compact: CIFAR-10's
 training set is 150 MB) and converts to float [0, 1] only per batch. The first load of a
 folder-based dataset decodes every image and caches the result under ``data/cache``; the second
@@ -82,17 +86,23 @@ class ImageData:
         if n is None or n >= len(self):
             return self
         check_int(n, "limit", 1, optional=True, what="all images")
-        g = torch.Generator().manual_seed(seed)
-        per = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
-        per = [p[torch.randperm(len(p), generator=g)] for p in per]
-        # round-robin over classes keeps the subset balanced
-        order = torch.stack([p[: min(map(len, per))] for p in per], 1).flatten()
-        rest = torch.cat([p[min(map(len, per)):] for p in per])
-        idx = torch.cat([order, rest])[:n].sort().values
+        idx = balanced_indices(self.labels, self.num_classes, n, seed)
         return ImageData(self.images[idx], self.labels[idx], self.classes, self.name)
 
     def to(self, device) -> "ImageData":
         return ImageData(self.images.to(device), self.labels.to(device), self.classes, self.name)
+
+
+def balanced_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a class-balanced random subset of ``n`` of ``labels`` (the same choice for
+    the in-memory :class:`ImageData` and the streamed :class:`FileImageData`)."""
+    g = torch.Generator().manual_seed(seed)
+    per = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    per = [p[torch.randperm(len(p), generator=g)] for p in per]
+    # round-robin over classes keeps the subset balanced
+    order = torch.stack([p[: min(map(len, per))] for p in per], 1).flatten()
+    rest = torch.cat([p[min(map(len, per)):] for p in per])
+    return torch.cat([order, rest])[:n].sort().values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +299,7 @@ def load_imagenet100(split: str, root, image_size: int = 224, seed: int = 0, num
 class FileListDataset(torch.utils.data.Dataset):
     """A (path, label) list decoded lazily, for DataLoader streaming of large sets (ImageNet-100)."""
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int = 224):
+    def __init__(self, samples: list[tuple[str, int]], image_size: int | None = 224):
         self.samples, self.image_size = samples, image_size
 
     def __len__(self):
@@ -298,6 +308,135 @@ class FileListDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         path, label = self.samples[i]
         return _decode(path, self.image_size), label
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: the files stay on disk, DataLoader workers decode each batch
+
+STREAM_BYTES = 4 * 2**30  # "auto" streams a split whose decoded uint8 tensor would exceed this (4 GiB)
+DATA_MODES = ("auto", "memory", "stream")
+
+
+@dataclass
+class FileImageData:
+    """A labelled image set left on disk: ``samples`` are ``(path, label)``; the streaming
+    counterpart of :class:`ImageData` (same ``labels``, ``classes``, ``subset``), decoded batch
+    by batch by :class:`StreamBatches` with the same decoder (:func:`_decode`) as the in-memory path."""
+
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    name: str = ""
+    size: int | None = None  # resize to size x size (None: the files' own size, which must agree)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([c for _, c in self.samples], dtype=torch.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return self.size if self.size is not None else _decode(self.samples[0][0], None).shape[-1]
+
+    def decoded_bytes(self) -> int:
+        """The size of the split as one uint8 tensor (what the in-memory path would hold)."""
+        return len(self) * 3 * self.image_size ** 2
+
+    def subset(self, n: int | None, seed: int = 0) -> "FileImageData":
+        """The class-balanced subset :meth:`ImageData.subset` picks (the same images)."""
+        if n is None or n >= len(self):
+            return self
+        check_int(n, "limit", 1, optional=True, what="all images")
+        idx = balanced_indices(self.labels, self.num_classes, n, seed)
+        return FileImageData([self.samples[i] for i in idx.tolist()], self.classes, self.name, self.size)
+
+    def load(self) -> ImageData:
+        """Decode every file into an in-memory :class:`ImageData` (for small subsets)."""
+        return ImageData(decode_files([p for p, _ in self.samples], self.size), self.labels, self.classes, self.name)
+
+
+def _stack(batch):
+    imgs, labels = zip(*batch)
+    shapes = {tuple(i.shape) for i in imgs}
+    if len(shapes) != 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them")
+    return torch.stack(imgs), torch.tensor(labels, dtype=torch.int64)
+
+
+class StreamBatches:
+    """:class:`DeviceBatches` for a :class:`FileImageData`: the same batches, decoded by ``workers``
+    DataLoader processes (uint8, pinned when the device is CUDA) and converted to float [0, 1] on
+    ``device`` after a non-blocking copy.
+
+    The order is drawn exactly as :class:`DeviceBatches` draws it (one ``randperm`` per epoch from
+    ``generator``), and ``positions`` selects the same share of each global batch, so a run sees
+    the same images in the same order whichever path holds the data.
+    """
+
+    def __init__(self, data: FileImageData, batch_size: int, device="cpu", shuffle: bool = False,
+                 drop_last: bool = False, generator: torch.Generator | None = None,
+                 positions: torch.Tensor | None = None, workers: int = 4):
+        check_int(batch_size, "batch_size")
+        check_int(workers, "workers", 0)
+        self.data, self.batch_size, self.device = data, batch_size, torch.device(device)
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+        self.positions, self.workers = positions, workers
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def index_batches(self) -> list[list[int]]:
+        """This epoch's batches as dataset indices (draws the epoch's permutation)."""
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        out = []
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            out.append((idx[self.positions] if self.positions is not None else idx).tolist())
+        return out
+
+    def __iter__(self):
+        loader = torch.utils.data.DataLoader(
+            FileListDataset(self.data.samples, self.data.size), batch_sampler=self.index_batches(),
+            num_workers=self.workers, collate_fn=_stack, pin_memory=self.device.type == "cuda")
+        for x, y in loader:
+            yield (x.to(self.device, non_blocking=True).float().div_(255),
+                   y.to(self.device, non_blocking=True))
+
+
+def batches(data, batch_size: int, device="cpu", shuffle: bool = False, drop_last: bool = False,
+            generator: torch.Generator | None = None, positions: torch.Tensor | None = None, workers: int = 4):
+    """:class:`DeviceBatches` for an :class:`ImageData`, :class:`StreamBatches` for a :class:`FileImageData`."""
+    if isinstance(data, FileImageData):
+        return StreamBatches(data, batch_size, device, shuffle, drop_last, generator, positions, workers)
+    return DeviceBatches(data, batch_size, device, shuffle, drop_last, generator, positions)
+
+
+def file_dataset(name: str, split: str, root=None, image_size: int | None = None) -> FileImageData | None:
+    """The split of a folder-based dataset as a :class:`FileImageData` (None for the datasets that
+    only exist as tensors: ``synthetic`` and torchvision's CIFAR-10 arrays)."""
+    _check_split(split)
+    if name == "imagenet100":
+        lists = imagenet100_split(_need_root(root))
+        return FileImageData(lists[split], lists["classes"], "imagenet100", image_size or 224)
+    if name == "cifar10":
+        root = Path(root).expanduser() if root is not None else SHARED_CIFAR
+        if not _is_folder_tree(root):
+            return None
+    elif name == "imagefolder":
+        root = Path(_need_root(root)).expanduser()
+        if not _is_folder_tree(root):
+            load_imagefolder(split, root)  # raises the folder-tree error
+    else:
+        return None
+    ds = tvd.ImageFolder(str(root / split))
+    return FileImageData(list(ds.samples), list(ds.classes), "cifar10" if name == "cifar10" else root.name, image_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,12 +496,25 @@ def _need_root(root):
 
 
 def load_dataset(name: str, split: str, root=None, image_size: int | None = None,
-                 limit: int | None = None, seed: int = 0) -> ImageData:
-    """Load a registered dataset split, optionally a class-balanced subset of ``limit`` images."""
+                 limit: int | None = None, seed: int = 0, mode: str = "memory") -> "ImageData | FileImageData":
+    """Load a registered dataset split, optionally a class-balanced subset of ``limit`` images.
+
+    ``mode``: ``"memory"`` decodes the split into an :class:`ImageData` (cached); ``"stream"``
+    leaves a folder-based split on disk as a :class:`FileImageData` for :class:`StreamBatches`;
+    ``"auto"`` streams when the decoded split would exceed :data:`STREAM_BYTES`. Datasets that only
+    exist as tensors (``synthetic``, torchvision's CIFAR-10 arrays) are always in memory.
+    """
     check_choice(name, "dataset", DATASETS)
     _check_split(split)
+    check_choice(mode, "data_mode", DATA_MODES)
     check_int(image_size, "image_size", 1, optional=True, what="the dataset's own size")
     check_int(limit, "limit", 1, optional=True, what="all images")
+    if mode != "memory":
+        files = file_dataset(name, split, root, image_size)
+        if files is not None:
+            files = files.subset(limit, seed)
+            if mode == "stream" or files.decoded_bytes() > STREAM_BYTES:
+                return files
     return DATASETS[name](split, root, image_size).subset(limit, seed)
 
 
@@ -374,17 +526,20 @@ class DeviceBatches:
 
     The uint8 images are moved to the device once; each epoch draws a permutation from
     ``generator`` (a CPU generator, so runs repeat on any device). ``drop_last`` keeps every
-    batch the same size (the adversarial methods need an even one).
+    batch the same size (the adversarial methods need an even one). ``positions`` keeps only
+    those positions of every batch (a rank's share under DDP, :func:`distributed.local_positions`).
     """
 
     def __init__(self, data: ImageData, batch_size: int, device="cpu", shuffle: bool = False,
-                 drop_last: bool = False, generator: torch.Generator | None = None):
+                 drop_last: bool = False, generator: torch.Generator | None = None,
+                 positions: torch.Tensor | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+        self.positions = positions.to(self.device) if positions is not None else None
 
     def __len__(self) -> int:
         n = self.labels.shape[0]
@@ -398,6 +553,8 @@ class DeviceBatches:
             order = torch.arange(n, device=self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.positions is not None:  # this rank's share of the global batch (distributed.local_positions)
+                idx = idx[self.positions]
             yield self.images[idx].float().div_(255), self.labels[idx]
 
 

@@ -13,7 +13,19 @@ on a finished run returns at once (notebooks do not retrain).
 
 On CUDA the fast path is used: data resident on the GPU as uint8 (:class:`DeviceBatches`),
 bf16 autocast, channels_last, optional ``torch.compile``, and no host synchronisation inside an
-epoch (the running loss is summed on the device).
+epoch (the running loss is summed on the device). ``fast_path="on"`` runs that same code on the
+CPU (the tests do), ``"off"`` turns it off on a GPU.
+
+Under ``torchrun`` the same ``fit`` runs DistributedDataParallel (:mod:`mtlat_edu.distributed`):
+each rank trains on its share of every global batch of ``batch_size`` images, rank 0 alone writes
+the run folder, the checkpoint holds every rank's random streams, and the test accuracy is
+measured on shards of the test set and summed.
+
+``track_robustness=N`` measures at the end of every epoch the accuracy under the benchmark's PGD
+(section 4.1: eps 0.04, 10 iterations) on a fixed class-balanced subset of N test images (and,
+with ``track_corruption``, under one corruption at severity 3), with the benchmark's own
+measuring code (:func:`mtlat_edu.benchmark.suite.measure_cell`): the history then shows
+robustness appear during training (or FGSM training's catastrophic overfitting).
 """
 from __future__ import annotations
 
@@ -25,9 +37,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from . import io as mio
 from .checks import check_choice, check_int, check_nchw, check_positive, check_range, model_channels, resolve_device
-from .data import AUGMENTATIONS, DATASETS, DeviceBatches, ImageData, load_dataset
+from .data import AUGMENTATIONS, DATA_MODES, DATASETS, FileImageData, ImageData, batches as make_batches, load_dataset
 from .methods import ADVERSARIAL, MethodConfig, get_method, METHODS
 from .models import MODELS, build_model, mix_layer_count
 
@@ -36,6 +49,9 @@ CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "generators", "hi
 MODEL_KEYS = ("model", "config", "num_classes")
 RESUME_REMEDY = "start the run over with resume=False (--no-resume), or delete the file"
 PAPER_MILESTONES = (30, 60, 80)
+FAST_PATH = ("auto", "on", "off")
+TRACK_ATTACK = "pgd"        # the benchmark's PGD (attacks.ATTACKS["pgd"]: eps 0.04, 10 iterations)
+TRACK_SEVERITY = 3          # severity of the optional tracked corruption
 
 
 @dataclass
@@ -64,6 +80,12 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 1000
+    fast_path: str = "auto"              # auto: on for CUDA; on: also on the CPU (tests); off
+    sync_bn: bool = False                # SyncBatchNorm across the ranks of a torchrun job
+    data_mode: str = "memory"            # memory, stream, auto (stream above data.STREAM_BYTES)
+    workers: int = 4                     # DataLoader decoding processes of the streaming path
+    track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
+    track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
     # options of the methods beyond the paper (docs/future.md); the others ignore them
     pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
     pgd_step_factor: float = 2.5         # mtlat_pgd: step size = factor * eps / k
@@ -94,6 +116,15 @@ class TrainConfig:
         check_positive(self.alpha, "alpha")
         check_range(self.eps_max, "eps_max", 0.0, 1.0)
         self.method_config(10)  # validates target and the method options
+        check_choice(self.fast_path, "fast_path", FAST_PATH)
+        check_choice(self.data_mode, "data_mode", DATA_MODES)
+        check_int(self.workers, "workers", 0)
+        check_int(self.track_robustness, "track_robustness", 0)
+        if self.track_corruption is not None:
+            from .corruptions import CORRUPTIONS
+            check_choice(self.track_corruption, "track_corruption", CORRUPTIONS)
+            if not self.track_robustness:
+                raise ValueError("track_corruption: needs track_robustness > 0 (the number of test images tracked)")
         if max(self.manifold_layers) >= mix_layer_count(self.model):
             raise ValueError(f"manifold_layers: model {self.model!r} mixes at layers 0 (the input) to "
                              f"{mix_layer_count(self.model) - 1}, got {list(self.manifold_layers)}")
@@ -111,10 +142,14 @@ class TrainConfig:
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
 
+    def fast(self, device: torch.device) -> bool:
+        """Whether the GPU fast path (bf16 autocast, channels_last, torch.compile) is on for ``device``."""
+        return self.fast_path == "on" or (self.fast_path == "auto" and device.type == "cuda")
+
     def identity(self) -> dict:
         """The fields that must match for a checkpoint to be resumed."""
         d = dataclasses.asdict(self)
-        for k in ("device", "compile", "eval_batch_size"):
+        for k in ("device", "compile", "eval_batch_size", "fast_path", "data_mode", "workers"):
             d.pop(k)
         return d
 
@@ -127,23 +162,62 @@ def lr_factor(step: int, total_steps: int, epochs_ref: int = PAPER_EPOCHS,
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageData, batch_size: int = 1000, device=None,
-             amp: bool = True) -> float:
-    """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data``, in eval mode, batched."""
-    if not isinstance(data, ImageData):
-        raise ValueError(f"data: expected an ImageData (data.load_dataset), got {type(data).__name__}")
+def evaluate(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
+             amp: bool = True, fast: bool | None = None, workers: int = 4) -> float:
+    """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data``, in eval mode, batched.
+
+    bf16 autocast (``amp``) is used where the fast path is on (``fast``; default: on CUDA). Under
+    torchrun each rank counts a contiguous share of the images and the counts are summed, so the
+    accuracy is the single-process one. ``workers``: decoding processes for a :class:`FileImageData`.
+    """
+    if not isinstance(data, (ImageData, FileImageData)):
+        raise ValueError(f"data: expected an ImageData or FileImageData (data.load_dataset), got {type(data).__name__}")
     check_int(batch_size, "batch_size")
-    check_nchw(data.images, "data.images", model_channels(model))
+    if isinstance(data, ImageData):
+        check_nchw(data.images, "data.images", model_channels(model))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    use_amp = amp and device.type == "cuda"
-    for x, y in DeviceBatches(data, batch_size, device):
+    use_amp = amp and (device.type == "cuda" if fast is None else fast)
+    n, r, w = len(data), D.rank(), D.world_size()
+    for x, y in make_batches(_part(data, n * r // w, n * (r + 1) // w), batch_size, device, workers=workers):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             correct += (model(x).argmax(1) == y).sum()
     model.train(was_training)
-    return correct.item() / len(data)
+    return D.all_reduce_sum(correct).item() / n
+
+
+def _part(data, lo: int, hi: int):
+    """Images ``lo:hi`` of an :class:`ImageData` or :class:`FileImageData` (a rank's share)."""
+    if lo == 0 and hi == len(data):
+        return data
+    if isinstance(data, FileImageData):
+        return dataclasses.replace(data, samples=data.samples[lo:hi])
+    return ImageData(data.images[lo:hi], data.labels[lo:hi], data.classes, data.name)
+
+
+def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig", device) -> dict:
+    """The robustness record of one epoch (``cfg.track_robustness``): clean, PGD and (with
+    ``cfg.track_corruption``) corrupted accuracy of ``model`` on ``data``, the fixed tracked subset.
+
+    Measured exactly as ``mtlat-edu evaluate`` measures a cell
+    (:func:`mtlat_edu.benchmark.suite.measure_cell`: float32, eval mode, benchmark seed
+    ``cfg.seed``, batch ``cfg.eval_batch_size``), so an evaluation of the saved model with those
+    settings on the same images gives the same numbers. No training random stream is touched.
+    """
+    from .benchmark.suite import measure_cell
+    cells = [("tracked_clean_acc", "clean", 0), ("tracked_pgd_acc", TRACK_ATTACK, 0)]
+    if cfg.track_corruption:
+        cells.append(("tracked_corruption_acc", cfg.track_corruption, TRACK_SEVERITY))
+    was_training = model.training
+    model.eval()
+    try:
+        record = {key: measure_cell(model, data, pert, sev, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                                    device=device) / len(data) for key, pert, sev in cells}
+    finally:
+        model.train(was_training)
+    return {"tracked_images": len(data), **record}
 
 
 @dataclass
@@ -155,12 +229,15 @@ class TrainResult:
     test_acc: float = field(default=float("nan"))
 
 
-def _checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes):
-    return {
+def _checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes, ranks):
+    state = {
         "model": _bare(model).state_dict(), "num_classes": len(classes), "classes": list(classes), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "epoch": epoch, "generators": [g.get_state() for g in gens], "history": history,
-        "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(),
+        "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(), "world_size": len(ranks),
     }
+    if len(ranks) > 1:  # every rank's own random streams (rank 0's are also in generators / torch_rng)
+        state["ranks"] = ranks
+    return state
 
 
 def _plain(value):
@@ -172,8 +249,18 @@ def _bare(model):
     return getattr(model, "_orig_mod", model)
 
 
-def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
-        test_data: ImageData | None = None, resume: bool = True, progress: bool = True,
+def _load(cfg: TrainConfig, split: str, limit: int | None):
+    """A split of ``cfg.dataset`` (rank 0 decodes and caches it first, the other ranks then read the cache)."""
+    if D.rank() != 0:
+        D.barrier()
+    data = load_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, limit, cfg.seed, mode=cfg.data_mode)
+    if D.rank() == 0:
+        D.barrier()
+    return data
+
+
+def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | None = None,
+        test_data: ImageData | FileImageData | None = None, resume: bool = True, progress: bool = True,
         stop_after: int | None = None) -> TrainResult:
     """Train ``cfg.method`` on ``cfg.dataset``; checkpoint into ``out_dir`` after every epoch.
 
@@ -181,7 +268,8 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
         cfg: the run's settings (validated here).
         out_dir: folder for ``checkpoint.pt``, ``model.pt``, ``history.json`` and ``config.json``;
             None keeps everything in memory.
-        train_data, test_data: pre-loaded data (else loaded from ``cfg``).
+        train_data, test_data: pre-loaded data (else loaded from ``cfg``, in memory or streamed
+            from disk as ``cfg.data_mode`` says).
         resume: continue from ``out_dir/checkpoint.pt`` when present (a finished run returns at once);
             False starts over (the folder's previous checkpoint and model are removed first).
         stop_after: stop after this many epochs of *this call* (to simulate an interruption).
@@ -189,45 +277,58 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | None = None,
     ``out_dir`` is locked for the call (a second run into it fails at once, see
     :func:`mtlat_edu.io.folder_lock`); the checkpoint holds the history and ``history.json`` /
     ``config.json`` are rewritten from it, so a kill at any moment leaves a consistent folder.
+    Under torchrun every rank calls ``fit``; rank 0 alone locks and writes ``out_dir``.
     """
     cfg.validate()
     check_int(stop_after, "stop_after", optional=True, what="run to the end")
+    D.init(D.local_device(cfg.resolved_device()))
+    D.check_batch_split(cfg.batch_size, D.world_size(), cfg.method in ADVERSARIAL)
     if train_data is None:
-        train_data = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.train_limit, cfg.seed)
+        train_data = _load(cfg, "train", cfg.train_limit)
     if test_data is None:
-        test_data = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size, cfg.test_limit, cfg.seed)
+        test_data = _load(cfg, "test", cfg.test_limit)
     for name, data in (("train_data", train_data), ("test_data", test_data)):
-        if not isinstance(data, ImageData):
-            raise ValueError(f"{name}: expected an ImageData (data.load_dataset) or None, got {type(data).__name__}")
+        if not isinstance(data, (ImageData, FileImageData)):
+            raise ValueError(f"{name}: expected an ImageData or FileImageData (data.load_dataset) or None, "
+                             f"got {type(data).__name__}")
     if len(train_data) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the training set ({len(train_data)} images)")
     if out_dir is None:
         return _fit(cfg, None, train_data, test_data, resume, progress, stop_after)
     out = Path(out_dir)
+    if not D.is_main():
+        return _fit(cfg, out, train_data, test_data, resume, False, stop_after)
     with mio.folder_lock(out):
         mio.clean_tmp(out, every=True)
         return _fit(cfg, out, train_data, test_data, resume, progress, stop_after)
 
 
-def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: ImageData, resume: bool,
+def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool,
          progress: bool, stop_after: int | None) -> TrainResult:
-    device = cfg.resolved_device()
+    device = D.local_device(cfg.resolved_device())
+    rank, world = D.rank(), D.world_size()
+    main = rank == 0
+    fast = cfg.fast(device)
     num_classes = train_data.num_classes
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes).to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if fast and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    step_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    batches = DeviceBatches(train_data, cfg.batch_size, device, shuffle=True, drop_last=True, generator=data_gen)
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # the same global order on every rank
+    step_gen = torch.Generator(device=device).manual_seed(D.rank_seed(cfg.seed, rank))
+    positions = D.local_positions(cfg.batch_size, rank, world, cfg.method in ADVERSARIAL) if world > 1 else None
+    batches = make_batches(train_data, cfg.batch_size, device, shuffle=True, drop_last=True, generator=data_gen,
+                           positions=positions, workers=cfg.workers)
     total_steps = cfg.epochs * len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps))
     history: list[dict] = []
     start_epoch = 0
 
     ckpt_path = out / "checkpoint.pt" if out else None
-    if out and resume and ckpt_path.exists():
+    if D.broadcast_object(bool(out and resume and ckpt_path.exists())):
         state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
         asked = cfg.identity()
         defaults = TrainConfig().identity()  # a field added after the run was saved holds its default
@@ -237,32 +338,44 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: I
             diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
             raise ValueError(f"out_dir: {out} holds a checkpoint of a different run (saved vs asked: {diff}); "
                              "use another out_dir or resume=False (--no-resume)")
+        saved_world = state.get("world_size", 1)
+        if saved_world != world:
+            raise ValueError(f"out_dir: {out} holds a checkpoint of a run in {saved_world} process(es), resumed in "
+                             f"{world} (the batch split and the per-rank random streams depend on it): resume with "
+                             f"torchrun --nproc_per_node={saved_world}, or start over with resume=False (--no-resume)")
         try:
+            ranks = state.get("ranks") or [{"step": state["generators"][1], "torch_rng": state["torch_rng"]}]
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            for g, s in zip((data_gen, step_gen), state["generators"]):
-                g.set_state(s)
-            torch.set_rng_state(state["torch_rng"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            data_gen.set_state(state["generators"][0])
+            step_gen.set_state(ranks[rank]["step"])
+            torch.set_rng_state(ranks[rank]["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise mio.CorruptFileError(f"{ckpt_path}: not a valid training checkpoint of this run ({exc}); "
                                        f"{RESUME_REMEDY}") from exc
         history, start_epoch = list(state["history"]), int(state["epoch"])
-        print(f"{out}: already finished ({cfg.epochs} epochs), reusing it" if start_epoch >= cfg.epochs else
-              f"{out}: resuming from epoch {start_epoch} of {cfg.epochs}")
-    elif out:  # a fresh start: nothing of an earlier run may be left to describe this one
+        if main:
+            print(f"{out}: already finished ({cfg.epochs} epochs), reusing it" if start_epoch >= cfg.epochs else
+                  f"{out}: resuming from epoch {start_epoch} of {cfg.epochs}")
+    elif out and main:  # a fresh start: nothing of an earlier run may be left to describe this one
         for name in ("checkpoint.pt", "model.pt"):
             (out / name).unlink(missing_ok=True)
-    if out:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
+    if out and main:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
         mio.write_json(out / "config.json", dataclasses.asdict(cfg))
         mio.write_json(out / "history.json", history)
 
-    run_model = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    run_model = torch.compile(model) if (cfg.compile and fast) else model
+    train_model = D.wrap(run_model, device)  # DDP under torchrun; attacks run on the local replica
     method = get_method(cfg.method)
     mcfg = cfg.method_config(num_classes)
     augment = AUGMENTATIONS[cfg.augment]
-    use_amp = cfg.amp and device.type == "cuda"
-    mem = torch.channels_last if (device.type == "cuda" and cfg.channels_last) else torch.contiguous_format
+    use_amp = cfg.amp and fast
+    mem = torch.channels_last if (fast and cfg.channels_last) else torch.contiguous_format
+    tracked = None
+    if cfg.track_robustness:
+        tracked = test_data.subset(cfg.track_robustness, cfg.seed)
+        tracked = (tracked.load() if isinstance(tracked, FileImageData) else tracked).to(device)
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
@@ -273,7 +386,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: I
         for x, y in bar:
             x = augment(x, step_gen).contiguous(memory_format=mem)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = method(run_model, x, y, mcfg, step_gen, validate=False)
+                loss = method(train_model, x, y, mcfg, step_gen, validate=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -282,22 +395,28 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data: ImageData, test_data: I
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
-        test_acc = evaluate(model, test_data, cfg.eval_batch_size, device, cfg.amp)
+        D.broadcast_buffers(model)  # rank 0's batch-norm statistics: the ones saved and evaluated
+        test_acc = evaluate(model, test_data, cfg.eval_batch_size, device, cfg.amp, fast, cfg.workers)
         history.append({
-            "epoch": epoch + 1, "train_loss": loss_sum.item() / len(batches), "test_acc": test_acc,
-            "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_time, 3),
+            "epoch": epoch + 1, "train_loss": D.all_reduce_sum(loss_sum).item() / world / len(batches),
+            "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_time, 3),
             "images_per_second": round(len(batches) * cfg.batch_size / train_time, 1),
         })
+        if tracked is not None:
+            history[-1].update(track_robustness(model, tracked, cfg, device))
         if progress:
+            tracked_msg = f", PGD acc {history[-1]['tracked_pgd_acc']:.4f}" if tracked is not None else ""
             tqdm.write(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['train_loss']:.4f}, "
-                       f"test acc {test_acc:.4f}, {history[-1]['images_per_second']:.0f} img/s")
+                       f"test acc {test_acc:.4f}{tracked_msg}, {history[-1]['images_per_second']:.0f} img/s")
         if out:
-            mio.save_torch(ckpt_path, _checkpoint_state(model, opt, sched, epoch + 1, (data_gen, step_gen), history, cfg,
-                                                    train_data.classes))
-            mio.write_json(out / "history.json", history)
+            ranks = D.all_gather_object({"step": step_gen.get_state(), "torch_rng": torch.get_rng_state()})
+            if main:
+                mio.save_torch(ckpt_path, _checkpoint_state(model, opt, sched, epoch + 1, (data_gen, step_gen),
+                                                            history, cfg, train_data.classes, ranks))
+                mio.write_json(out / "history.json", history)
 
     finished = bool(history) and history[-1]["epoch"] == cfg.epochs
-    if out and finished:
+    if out and finished and main:
         save_model(out / "model.pt", model, cfg, num_classes, train_data.classes, history)
     model.eval()
     return TrainResult(model, history, out, cfg, history[-1]["test_acc"] if history else float("nan"))

@@ -15,11 +15,18 @@
   (random corruptions draw batch by batch) and, for black-box attacks, the surrogate's weights
   hash. A re-run computes only the missing cells, so an interrupted run resumes.
 * **Evaluation** runs in float32 in eval mode (no autocast), batched on ``device``.
+* **Per-batch randomness, sharded evaluation.** The random draws of batch ``b`` of a cell (a
+  random corruption's noise, PGD's random start) come from a generator seeded by ``(seed,
+  perturbation, severity, b)``, so a batch's result does not depend on which process measures it.
+  Under ``torchrun`` batch ``b`` of every cell goes to rank ``b % N`` and the counts are summed
+  (:mod:`mtlat_edu.distributed`): the tables equal a single process's on the same images. Rank 0
+  alone reads and writes the cache and the result files.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 import zlib
@@ -34,15 +41,16 @@ from tqdm.auto import tqdm
 
 from .. import attacks as A
 from .. import corruptions as C
+from .. import distributed as D
 from .. import io as mio
 from ..checks import check_int, resolve_device
-from ..data import DeviceBatches, ImageData
+from ..data import ImageData
 from ..train import load_checkpoint
 from . import parts as P
 from .scores import add_robustness
 
 CACHE_FILE = "cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-batch random streams (version 1 drew a cell's batches from one stream)
 RESULTS_CSV, RESULTS_JSON, META_JSON = "results_long.csv", "results_long.json", "meta.json"
 
 
@@ -254,7 +262,8 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
     cells += [_Cell(c, s, eval_set, eval_id) for c in sel.corruptions for s in severities]
     cells += [_Cell(a, 0, attack_set, attack_id, P.is_black_box(a)) for a in sel.attacks]
 
-    cache = ResultCache(Path(out_dir) / CACHE_FILE if out_dir is not None else None, fresh=fresh)
+    cache = ResultCache(Path(out_dir) / CACHE_FILE if out_dir is not None and D.is_main() else None, fresh=fresh)
+    cache.entries = D.broadcast_object(cache.entries)  # every rank measures the cells rank 0 is missing
 
     def key(ref: ModelRef, cell: _Cell) -> str:
         source = sur.identity if cell.black_box else ""
@@ -264,7 +273,8 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
     todo = [(cell, [r for r in refs if cache.get(key(r, cell)) is None]) for cell in cells]
     n_total = len(cells) * len(refs)
     n_missing = sum(len(ms) for _, ms in todo)
-    bar = tqdm(total=n_total, initial=n_total - n_missing, desc="benchmark", unit="cell", disable=not progress)
+    bar = tqdm(total=n_total, initial=n_total - n_missing, desc="benchmark", unit="cell",
+               disable=not (progress and D.is_main()))
     computed = 0
     try:
         for cell, missing in todo:
@@ -313,7 +323,7 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
         "seconds": round(time.perf_counter() - t0, 2),
     }
     files: dict[str, Path] = {}
-    if out_dir is not None:
+    if out_dir is not None and D.is_main():
         out = Path(out_dir)
         files["cache"] = out / CACHE_FILE
         cache.save()
@@ -330,23 +340,41 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, seed: int,
              batch_size: int, device: torch.device) -> dict[str, int]:
-    """Correct predictions of each model on one cell, the perturbed batches shared by all models."""
+    """Correct predictions of each model on one cell, the perturbed batches shared by all models.
+
+    Batch ``b`` draws its randomness from a generator seeded by ``(seed, perturbation, severity, b)``
+    (every model gets the same PGD random start); under torchrun this rank measures the batches
+    :func:`mtlat_edu.distributed.shard` deals it and the counts are summed over the ranks.
+    """
     kind = P.kind_of(cell.perturbation)
-    if kind == P.KIND_WHITE_BOX:
-        out = {}
-        for r in models:
-            g = torch.Generator().manual_seed(_seed_of(seed, cell.perturbation))
-            acc = A.attack_accuracy(cell.perturbation, r.model, cell.data.images, cell.data.labels,
-                                    batch_size=batch_size, device=device, generator=g)
-            out[r.name] = round(acc * len(cell.data))
-        return out
-    correct = {r.name: torch.zeros((), dtype=torch.int64, device=device) for r in models}
-    g = torch.Generator().manual_seed(_seed_of(seed, cell.perturbation, cell.severity))
-    for x, y in DeviceBatches(cell.data, batch_size, cell.data.images.device):
+    correct = torch.zeros(len(models), dtype=torch.int64, device=device)
+    n = len(cell.data)
+    for b in D.shard(math.ceil(n / batch_size)):
+        x = cell.data.float_images(slice(b * batch_size, (b + 1) * batch_size), device)
+        y = cell.data.labels[b * batch_size:(b + 1) * batch_size].to(device)
+        batch_seed = _seed_of(seed, cell.perturbation, cell.severity, b)
+        g = torch.Generator().manual_seed(batch_seed)
         if kind in (P.KIND_IMAGENET_C, P.KIND_EXTRA):
             x = C.corrupt(x, cell.perturbation, cell.severity, generator=g)
         elif kind == P.KIND_BLACK_BOX:
             x = A.run_attack(cell.perturbation, surrogate.model, x, y, surrogate=surrogate.model, generator=g)
-        for r in models:
-            correct[r.name] += count_correct(r.model, x, y)
-    return {k: int(v.item()) for k, v in correct.items()}
+        for i, r in enumerate(models):
+            x_r = x
+            if kind == P.KIND_WHITE_BOX:
+                x_r = A.run_attack(cell.perturbation, r.model, x, y, generator=torch.Generator().manual_seed(batch_seed))
+            correct[i] += count_correct(r.model, x_r, y)
+    D.all_reduce_sum(correct)
+    return {r.name: int(c) for r, c in zip(models, correct.tolist())}
+
+
+def measure_cell(model: torch.nn.Module, data: ImageData, perturbation: str, severity: int = 0, *, seed: int = 0,
+                 batch_size: int = 256, device=None, surrogate: torch.nn.Module | None = None) -> int:
+    """How many images of ``data`` ``model`` (in eval mode) classifies correctly under one benchmark
+    cell: ``perturbation`` "clean", a corruption at ``severity``, or an attack (black-box ones are
+    crafted on ``surrogate``); the very code and random draws :func:`run_suite` uses for that cell
+    with the same ``seed`` and ``batch_size`` (sharded under torchrun)."""
+    dev = resolve_device(device)
+    P.kind_of(perturbation)
+    sur = ModelRef("surrogate", surrogate, "") if surrogate is not None else None
+    return _measure(_Cell(perturbation, severity, data.to(dev), ""), [ModelRef("model", model, "")], sur, seed,
+                    batch_size, dev)["model"]
