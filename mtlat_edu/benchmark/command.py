@@ -3,6 +3,8 @@
     mtlat-edu evaluate RUN_FOLDER_OR_MODEL_PT [...] [--surrogate PATH]
     mtlat-edu evaluate --profile smoke [--runs runs]        # every method of runs/smoke + its surrogate
     mtlat-edu evaluate --profile cpu --seeds 0 1 2          # every seed: tables of mean ± std, claims
+    mtlat-edu evaluate --profile cpu --methods standard mtlat mtlat_pgd --out results/cpu-future
+    mtlat-edu evaluate RUN_FOLDER --corruption-files CIFAR-10-C   # + Hendrycks' released files
 
 With a profile, each training seed is benchmarked on its own (its models and its own surrogate, on
 the same test images) into ``<out>/seed<k>/``; ``<out>`` then holds the tables of the mean and
@@ -54,6 +56,13 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None,
                    help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
     p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="with --profile: the trained methods to benchmark (default: the profile's, Tables 1-3; "
+                        "e.g. standard mtlat mtlat_pgd manifold_mtlat)")
+    p.add_argument("--corruption-files", default=None, metavar="DIR",
+                   help="also measure every model on Hendrycks' released CIFAR-10-C (<corruption>.npy + labels.npy) "
+                        "or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG) files in DIR: per-corruption "
+                        "accuracy and the mean over 15 corruptions x 5 severities, written to corruption_files.*")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
                    help="training seeds to benchmark with --profile (default: the profile's seeds); tables show "
                         "mean ± std over them and claims.json judges each claim against that spread")
@@ -126,12 +135,13 @@ def _unique_name(name: str, path: Path, taken: set[str]) -> str:
 
 
 def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=None, device="cpu",
-                   data_root: str | None = None, seed: int | None = None):
+                   data_root: str | None = None, seed: int | None = None, methods=None):
     """Load the models to benchmark. Returns ``(refs, surrogate_ref, profile_obj, missing_methods)``.
 
-    With ``profile``, every method of ``<runs>/<profile>/<method>/seed<seed>/model.pt`` that exists
-    (in the profile's method order; ``seed``: the profile's first when None) and the surrogate of
-    the same seed; methods not trained yet are reported in ``missing_methods``.
+    With ``profile``, every method (``methods``, default: the profile's) of
+    ``<runs>/<profile>/<method>/seed<seed>/model.pt`` that exists (in that order; ``seed``: the
+    profile's first when None) and the surrogate of the same seed; methods not trained yet are
+    reported in ``missing_methods``.
     """
     from ..profiles import SURROGATE, get_profile, run_dir
     from .suite import load_model_ref
@@ -139,7 +149,7 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
     refs, taken, missing, prof = [], set(), [], None
     if profile is not None:
         prof = get_profile(profile, **({"data_root": data_root} if data_root else {}))
-        for method in prof.methods:
+        for method in (methods or prof.methods):
             folder = run_dir(prof, runs, method, seed)
             if (folder / "model.pt").exists():
                 refs.append(load_model_ref(folder, method, device))
@@ -178,13 +188,16 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
              eval_limit="profile", attack_limit="profile", severities=P.SEVERITIES, device="auto",
              batch_size: int = 256, seed: int = 0, data_root: str | None = None, out=None,
              reference: str = REFERENCE, fresh: bool = False, progress: bool = True,
-             seeds=None) -> EvaluateResult:
+             seeds=None, methods=None, corruption_files=None) -> EvaluateResult:
     """Benchmark trained models (run folders / model.pt files and/or a profile's runs) and write
     every result file into ``out``. ``eval_limit`` / ``attack_limit``: a number of images, None for
     all, or "profile" (the profile's limits with ``profile``, else all). ``seeds``: the training
     seeds of the profile's runs (default: the profile's ``seeds``); each is benchmarked into
     ``<out>/seed<k>/`` and ``out`` gets the mean ± std tables and ``claims.json``. The clean column
-    is measured on the whole test set."""
+    is measured on the whole test set. ``methods`` (with ``profile``): the methods to benchmark
+    (default: the profile's). ``corruption_files``: a folder of Hendrycks' released CIFAR-10-C or
+    ImageNet-C files; every model is also measured on them (:mod:`.corruption_files`) and
+    ``corruption_files.{csv,json,md}`` are written beside the tables (per seed and over the seeds)."""
     from ..checks import resolve_device
     from ..profiles import check_seeds, get_profile, load_profile_data
     from .claims import check_claims
@@ -192,6 +205,16 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     from .scores import aggregate, score_table
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
+    from ..methods import METHODS
+    if methods is not None:
+        if profile is None:
+            raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
+        for m in methods:
+            if m not in METHODS and m != "vgg_surrogate":
+                raise ValueError(f"methods: unknown name {m!r}; valid names: {', '.join(METHODS)}")
+    if corruption_files is not None:
+        from .corruption_files import detect_layout
+        detect_layout(corruption_files)  # absent or foreign files fail before any model is loaded
     dev = resolve_device(device)
     prof = get_profile(profile, **({"data_root": data_root} if data_root else {})) if profile else None
     if prof is None and seeds is not None:
@@ -203,9 +226,10 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         attack_limit = prof.attack_limit if prof else None
     single = prof is None
 
-    data, out_root, suites, tables = None, None, {}, {}
+    data, out_root, suites, tables, files_res = None, None, {}, {}, {}
     for k in seeds:
-        refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k)
+        refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k,
+                                               methods=methods)
         if missing:
             warnings.warn(f"models: not trained yet in {Path(runs) / profile} (seed {k}), left out: "
                           f"{', '.join(missing)}", stacklevel=2)
@@ -227,6 +251,14 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         tables[k] = score_table(suites[k].results)
         if not single:
             write_tables(tables[k], seed_out, reference, suites[k].meta, heatmap=False)
+        if corruption_files is not None:
+            from .corruption_files import corruption_file_accuracy, write_corruption_files
+            files_res[k] = corruption_file_accuracy(
+                {r.name: r.model for r in refs}, corruption_files, severities=severities, classes=first.get("classes"),
+                limit=eval_limit, seed=seed, image_size=first.get("image_size"), batch_size=batch_size, device=dev,
+                progress=progress)
+            if not single:
+                write_corruption_files({k: files_res[k]}, seed_out, tables[k])
 
     mean, std = aggregate(tables)
     meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}
@@ -235,6 +267,9 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
     claims = check_claims(tables, profile_info)
     files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, _finite(claims))
+    if files_res:
+        from .corruption_files import write_corruption_files
+        files.update(write_corruption_files(files_res, out_root, mean))
     md = (out_root / "tables.md").read_text(encoding="utf-8")
     return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
                           per_seed=tables, suites=suites, claims=claims)
@@ -261,7 +296,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        parts=args.parts, eval_limit=args.eval_limit, attack_limit=args.attack_limit,
                        severities=tuple(sorted(set(args.severities))), device=args.device,
                        batch_size=args.batch_size, seed=args.seed, data_root=args.data_root, out=args.out,
-                       reference=args.reference, fresh=args.fresh, progress=not args.no_progress)
+                       reference=args.reference, fresh=args.fresh, progress=not args.no_progress,
+                       methods=args.methods, corruption_files=args.corruption_files)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"mtlat-edu: warning: {w.message}", file=sys.stderr)
@@ -271,6 +307,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(res.table3_markdown)
     print()
     print("\n".join(claims_lines(res.claims)))
+    if "files_md" in res.files:
+        print()
+        print(Path(res.files["files_md"]).read_text(encoding="utf-8"))
     seconds = sum(s.meta["seconds"] for s in res.suites.values())
     print(f"\n{res.computed} cells computed, {res.reused} reused from the cache ({seconds:.1f} s).")
     print(f"Files in {res.out_dir}:")
