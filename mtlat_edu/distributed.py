@@ -185,6 +185,13 @@ class ReplicaDDP(DistributedDataParallel):
     backward all-reduces the weight gradients.
     """
 
+    def __getattr__(self, name: str):
+        """Attributes of the local model (e.g. a model's Manifold Mixup ``mix_points``) read through the wrapper."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("module"), name)
+
     def forward(self, *inputs, **kwargs):
         if not torch.is_grad_enabled() or any(isinstance(t, torch.Tensor) and t.requires_grad
                                               for t in (*inputs, *kwargs.values())):
