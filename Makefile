@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make reproduce   runs the course notebooks headless with papermill (PROFILE=cpu by default;
-#                    SEEDS="0 1 2" trains every method with three seeds and judges the claims)
+#                    SEEDS="0 1 2" trains every method with three seeds and judges the claims;
+#                    NPROC=8 first trains the profile's runs with torchrun/DDP on 8 GPUs of this node)
 #   make test        runs the test suite
 # Both create .venv and install the package with its extras when missing.
 
@@ -11,6 +12,7 @@ DEVICE  ?= auto
 OUT     ?= output/$(PROFILE)
 DATA_ROOT ?=
 SEEDS   ?=
+NPROC   ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
@@ -26,6 +28,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 reproduce: $(STAMP)
+	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m mtlat_edu train-profile --profile $(PROFILE) --device $(DEVICE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS)))
 	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: $(STAMP)

@@ -109,6 +109,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def add_train_profile_args(p: argparse.ArgumentParser) -> None:
+    from .profiles import PROFILES
+    p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (profiles.py)")
+    p.add_argument("--runs", default="runs", help="root of the run folders: <runs>/<profile>/<method>/seed<k>")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K", help="default: the profile's")
+    p.add_argument("--no-surrogate", action="store_true", help="skip the VGG surrogate of the black-box attacks")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-mode", default="auto", choices=["memory", "stream", "auto"])
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun: SyncBatchNorm")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
+
+
+def cmd_train_profile(args) -> int:
+    """Train a profile's runs (every method and seed, and the surrogate) the way ``make reproduce``
+    and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
+    from .profiles import get_profile, train_seeds
+    profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
+    train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
+                device=args.device, data_mode=args.data_mode, sync_bn=args.sync_bn, compile=args.compile)
+    if D.is_main():
+        print(f"{args.profile}: every run is in {Path(args.runs) / args.profile}")
+    return 0
+
+
 def cmd_bench_step(argv) -> int:
     from .bench import build_parser as bench_parser, main as bench_main
     try:
@@ -131,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlat-edu", description="M-TLAT (ECCV 2020) for learning and research")
     sub = p.add_subparsers(dest="command", required=True)
     add_train_args(sub.add_parser("train", help="train one or more methods with the paper's recipe"))
+    add_train_profile_args(sub.add_parser("train-profile", help="train every run of a profile (what reproduce uses)"))
     sub.add_parser("bench-step", help="time a training step per method (ratio to standard)", add_help=False)
     from .benchmark.command import add_evaluate_args
     add_evaluate_args(sub.add_parser("evaluate", help="robustness benchmark of trained models (Tables 1-3)"))
@@ -159,7 +186,7 @@ def main(argv=None) -> int:
             return cmd_reproduce(args)
         from .checks import resolve_device
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
-            return {"train": cmd_train, "evaluate": cmd_evaluate}[args.command](args)
+            return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         print(f"mtlat-edu: error: {option_message(str(exc), sub)}", file=sys.stderr)

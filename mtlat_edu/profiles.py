@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from .checks import resolve_device
 from .data import ImageData, load_dataset
 from .methods import ADVERSARIAL, METHODS
@@ -155,6 +156,9 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
 
     On a CPU the missing runs train in ``workers`` processes (default :func:`default_workers`), one
     thread each. Returns ``{seed: {name: TrainResult}}`` (the surrogate under :data:`SURROGATE`).
+
+    Under ``torchrun`` (``torchrun --nproc_per_node=N -m mtlat_edu train-profile --profile NAME``)
+    every missing run trains in turn with DistributedDataParallel over the N processes.
     """
     methods = tuple(methods or profile.methods)
     seeds = tuple(profile.seeds if seeds is None else seeds)
@@ -162,6 +166,11 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
     jobs = _jobs(profile, runs_root, methods, surrogate, seeds, device, overrides)
     todo = [j for j in jobs if not (j[3] / "model.pt").exists()]
     workers = default_workers(device, len(todo)) if workers is None else workers
+    if D.launched():  # one DDP job per run, every rank on the list rank 0 found
+        D.init(D.local_device(resolve_device(device)))
+        for name, seed, cfg, out in D.broadcast_object(todo):
+            fit(cfg, out, progress=progress)
+        todo = []
     if todo:
         cfg0 = todo[0][2]  # decode (and cache) the data once, before any worker starts
         train = load_dataset(cfg0.dataset, "train", cfg0.data_root, cfg0.image_size, cfg0.train_limit, cfg0.seed)

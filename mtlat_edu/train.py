@@ -82,7 +82,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     fast_path: str = "auto"              # auto: on for CUDA; on: also on the CPU (tests); off
     sync_bn: bool = False                # SyncBatchNorm across the ranks of a torchrun job
-    data_mode: str = "memory"            # memory, stream, auto (stream above data.STREAM_BYTES)
+    data_mode: str = "auto"              # memory, stream, auto (stream above data.STREAM_BYTES)
     workers: int = 4                     # DataLoader decoding processes of the streaming path
     track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
     track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
@@ -418,6 +418,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     finished = bool(history) and history[-1]["epoch"] == cfg.epochs
     if out and finished and main:
         save_model(out / "model.pt", model, cfg, num_classes, train_data.classes, history)
+    D.barrier()  # every rank returns once rank 0 has written the run folder
     model.eval()
     return TrainResult(model, history, out, cfg, history[-1]["test_acc"] if history else float("nan"))
 

@@ -237,3 +237,10 @@ def test_every_method_trains_under_ddp(tmp_path):
         _, info = load_checkpoint(tmp_path / "synthetic-small_cnn" / method)
         assert len(info["history"]) == 1 and info["history"][0]["train_loss"] == pytest.approx(
             info["history"][0]["train_loss"]), method  # finite (NaN != NaN)
+
+
+def test_train_profile_command_trains_the_runs_reproduce_reuses(tmp_path):
+    assert cli_main(["train-profile", "--profile", "smoke", "--methods", "standard", "--no-surrogate",
+                     "--device", "cpu", "--runs", str(tmp_path)]) == 0
+    _, info = load_checkpoint(tmp_path / "smoke" / "standard" / "seed0")
+    assert info["method"] == "standard" and len(info["history"]) == 1
