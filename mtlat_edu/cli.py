@@ -74,6 +74,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="decoding processes of --data-mode stream")
     p.add_argument("--track-robustness", type=int, default=d.track_robustness, metavar="N",
                    help="after every epoch, record the PGD accuracy (eps 0.04, 10 it.) on N fixed test images")
+    p.add_argument("--track-attacks", nargs="+", default=list(d.track_attacks), choices=["pgd", "pgd_ll", "cw_l2"],
+                   help="with --track-robustness: the white-box attacks tracked (default: pgd)")
     p.add_argument("--track-corruption", default=None, metavar="NAME",
                    help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
     p.add_argument("--runs", default="runs", help="root folder of the run folders")
@@ -93,7 +95,7 @@ def cmd_train(args) -> int:
         pgd_steps=args.pgd_steps, pgd_step_factor=args.pgd_step_factor, pgd_random_start=args.pgd_random_start,
         manifold_layers=tuple(args.manifold_layers), fast_path=args.fast_path, sync_bn=args.sync_bn,
         data_mode=args.data_mode, workers=args.workers, track_robustness=args.track_robustness,
-        track_corruption=args.track_corruption,
+        track_attacks=tuple(args.track_attacks), track_corruption=args.track_corruption,
     ).validate() for method in args.method for seed in seeds]  # every option checked before anything trains
     rows = []
     for cfg in cfgs:

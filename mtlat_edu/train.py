@@ -22,7 +22,8 @@ the run folder, the checkpoint holds every rank's random streams, and the test a
 measured on shards of the test set and summed.
 
 ``track_robustness=N`` measures at the end of every epoch the accuracy under the benchmark's PGD
-(section 4.1: eps 0.04, 10 iterations) on a fixed class-balanced subset of N test images (and,
+(section 4.1: eps 0.04, 10 iterations; ``track_attacks`` adds PGD_LL or CW_2) on a fixed
+class-balanced subset of N test images, chosen with the run seed (and,
 with ``track_corruption``, under one corruption at severity 3), with the benchmark's own
 measuring code (:func:`mtlat_edu.benchmark.suite.measure_cell`): the history then shows
 robustness appear during training (or FGSM training's catastrophic overfitting).
@@ -50,7 +51,7 @@ MODEL_KEYS = ("model", "config", "num_classes")
 RESUME_REMEDY = "start the run over with resume=False (--no-resume), or delete the file"
 PAPER_MILESTONES = (30, 60, 80)
 FAST_PATH = ("auto", "on", "off")
-TRACK_ATTACK = "pgd"        # the benchmark's PGD (attacks.ATTACKS["pgd"]: eps 0.04, 10 iterations)
+TRACK_ATTACKS = ("pgd", "pgd_ll", "cw_l2")  # white-box attacks of the benchmark (attacks.ATTACKS), trackable
 TRACK_SEVERITY = 3          # severity of the optional tracked corruption
 
 
@@ -85,6 +86,7 @@ class TrainConfig:
     data_mode: str = "auto"              # memory, stream, auto (stream above data.STREAM_BYTES)
     workers: int = 4                     # DataLoader decoding processes of the streaming path
     track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
+    track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
     track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
     # options of the methods beyond the paper (docs/future.md); the others ignore them
     pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
@@ -120,6 +122,11 @@ class TrainConfig:
         check_choice(self.data_mode, "data_mode", DATA_MODES)
         check_int(self.workers, "workers", 0)
         check_int(self.track_robustness, "track_robustness", 0)
+        self.track_attacks = tuple(self.track_attacks)
+        if not self.track_attacks:
+            raise ValueError(f"track_attacks: name at least one of {', '.join(TRACK_ATTACKS)}")
+        for name in self.track_attacks:
+            check_choice(name, "track_attacks", TRACK_ATTACKS)
         if self.track_corruption is not None:
             from .corruptions import CORRUPTIONS
             check_choice(self.track_corruption, "track_corruption", CORRUPTIONS)
@@ -198,8 +205,9 @@ def _part(data, lo: int, hi: int):
 
 
 def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig", device) -> dict:
-    """The robustness record of one epoch (``cfg.track_robustness``): clean, PGD and (with
-    ``cfg.track_corruption``) corrupted accuracy of ``model`` on ``data``, the fixed tracked subset.
+    """The robustness record of one epoch (``cfg.track_robustness``): clean accuracy, accuracy under
+    each of ``cfg.track_attacks`` (keys ``tracked_<attack>_acc``) and (with ``cfg.track_corruption``)
+    under the corruption, of ``model`` on ``data``, the fixed tracked subset.
 
     Measured exactly as ``mtlat-edu evaluate`` measures a cell
     (:func:`mtlat_edu.benchmark.suite.measure_cell`: float32, eval mode, benchmark seed
@@ -207,7 +215,7 @@ def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig"
     settings on the same images gives the same numbers. No training random stream is touched.
     """
     from .benchmark.suite import measure_cell
-    cells = [("tracked_clean_acc", "clean", 0), ("tracked_pgd_acc", TRACK_ATTACK, 0)]
+    cells = [("tracked_clean_acc", "clean", 0)] + [(f"tracked_{a}_acc", a, 0) for a in cfg.track_attacks]
     if cfg.track_corruption:
         cells.append(("tracked_corruption_acc", cfg.track_corruption, TRACK_SEVERITY))
     was_training = model.training
@@ -405,7 +413,8 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         if tracked is not None:
             history[-1].update(track_robustness(model, tracked, cfg, device))
         if progress:
-            tracked_msg = f", PGD acc {history[-1]['tracked_pgd_acc']:.4f}" if tracked is not None else ""
+            tracked_msg = "".join(f", {a} acc {history[-1][f'tracked_{a}_acc']:.4f}" for a in cfg.track_attacks) \
+                if tracked is not None else ""
             tqdm.write(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['train_loss']:.4f}, "
                        f"test acc {test_acc:.4f}{tracked_msg}, {history[-1]['images_per_second']:.0f} img/s")
         if out:
