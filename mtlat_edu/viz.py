@@ -289,6 +289,29 @@ def regime_curves(regimes: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Fig
     return fig
 
 
+def robustness_curves(histories: Mapping[str, Sequence[Mapping]], title: str = "") -> Figure:
+    """Notebook 05: what ``track_robustness`` recorded after every epoch (``{method: history}``), one
+    panel per measure (clean, each tracked attack, the tracked corruption) on a shared axis."""
+    from matplotlib.ticker import MaxNLocator
+    keys = [k for k in next((h[0] for h in histories.values() if h), {}) if k.startswith("tracked_")
+            and k.endswith("_acc")]
+    names = {"tracked_clean_acc": "clean", "tracked_corruption_acc": "corruption (severity 3)"}
+    fig = _figure(3.4 * max(1, len(keys)), 3.2)
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(keys)), sharey=True))
+    for ax, key in zip(axes, keys):
+        for method, hist in histories.items():
+            ax.plot([h["epoch"] for h in hist], [100 * h[key] for h in hist], label=method,
+                    marker="o" if len(hist) <= 12 else None, ms=3)
+        ax.set_title(names.get(key, key[len("tracked_"):-len("_acc")]), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("accuracy on the tracked images (%)")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def accuracy_bars(values: Mapping[str, float], title: str = "", ylabel: str = "accuracy (%)",
                   reference: float | None = None, errors: Mapping[str, float] | None = None) -> Figure:
     """A bar per entry (e.g. clean accuracy per method), with an optional reference line and
