@@ -6,6 +6,7 @@ Examples::
     mtlat-edu train --method mtlat --dataset cifar10 --data-root ../shared/data/cifar10-jpeg --train-limit 10000
     mtlat-edu bench-step --model resnet18 --batch-size 128
     torchrun --standalone --nproc_per_node=2 -m mtlat_edu train --method mtlat --device cpu ...   # DDP
+    torchrun --standalone --nproc_per_node=8 -m mtlat_edu train-profile --profile cifar10        # 8 GPUs
 
 Under torchrun, ``train`` and ``evaluate`` join one process group for the command
 (:mod:`mtlat_edu.distributed`); rank 0 alone writes files and prints.
