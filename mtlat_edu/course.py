@@ -16,9 +16,12 @@ kernel there), else the repository's ``notebooks/`` folder. The runner passes ab
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -575,14 +578,16 @@ def describe_failure(exc, executed=None) -> str:
 def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | None = None, device: str = "auto",
                   runs_root="runs", data_root=None, kernel_name: str = KERNEL_NAME,
                   notebook_folder=None, cell_timeout: int | None = None, log: Callable[[str], None] = print,
-                  extra_parameters: dict | None = None, threads: int | None = None) -> ReproduceReport:
+                  extra_parameters: dict | None = None, threads: int | None = None,
+                  progress: bool = False) -> ReproduceReport:
     """Execute the course notebooks in order with papermill; stop at the first failure.
 
     Executed copies go to ``<out>/notebooks/``, the notebooks' results to ``<out>/<notebook>/`` and
     a summary to ``<out>/reproduce.json``. Relative ``out``, ``runs_root`` and ``data_root`` are
     resolved against the current directory; the kernel runs in the notebooks' folder.
     ``threads`` sets OMP_NUM_THREADS / MKL_NUM_THREADS for the kernels (1 is much faster on a
-    small shared CPU, where several processes compete for the cores).
+    small shared CPU, where several processes compete for the cores). ``progress`` shows one
+    progress bar over the notebooks (``mtlat-edu reproduce``) instead of a line per notebook.
     """
     import papermill  # noqa: F401  (fail early, before any work, when papermill is missing)
 
@@ -606,7 +611,7 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     if threads:
         os.environ.update({k: str(int(threads)) for k in saved_env})
     try:
-        _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, results, log)
+        _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, results, log, progress)
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -620,6 +625,8 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
         "total_seconds": round(sum(r.seconds for r in results), 1),
     })
     total = sum(r.seconds for r in results)
+    if progress:
+        log(summary_table(out))
     if report.ok:
         log(f"\nall {len(results)} notebook(s) ran in {total:.0f} s. Results:\n"
             f"  executed notebooks   {exec_dir}\n"
@@ -631,29 +638,63 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     return report
 
 
-def _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, results, log) -> None:
+@contextlib.contextmanager
+def private_kernel():
+    """Papermill options that start each kernel on IPC sockets in a private temporary folder.
+
+    Papermill's default TCP transport makes every kernel log "running over TCP without
+    encryption"; Unix sockets in a folder only this user can open need no encryption. Yields the
+    keyword arguments for ``papermill.execute_notebook`` (nbclient still creates, watches and
+    shuts down the kernel; only its transport changes).
+    """
+    if os.name == "nt":  # no Unix sockets: papermill's own TCP kernel
+        yield {}
+        return
+    from jupyter_client.manager import AsyncKernelManager
+
+    with tempfile.TemporaryDirectory(prefix="mtlat-kernel-") as folder:
+        class PrivateKernelManager(AsyncKernelManager):
+            def __init__(self, **kwargs):
+                super().__init__(transport="ipc", ip=os.path.join(folder, "kernel"), **kwargs)
+
+        yield {"kernel_manager_class": PrivateKernelManager}
+
+
+def _execute_all(paths, exec_dir, params, kernel_name, folder, cell_timeout, results, log,
+                 progress: bool = False) -> None:
+    """Run ``paths`` in order (one progress bar over the notebooks); stop at the first failure."""
     import papermill as pm
-    for i, src in enumerate(paths):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(paths, desc="notebooks", unit="notebook", disable=not progress, dynamic_ncols=True)
+    say = bar.write if progress and log is print else log
+    for i, src in enumerate(bar):
+        bar.set_postfix_str(src.name)
         dst = exec_dir / src.name
         t0 = time.perf_counter()
-        log(f"[{i + 1}/{len(paths)}] {src.name} ...")
+        if not progress:
+            say(f"[{i + 1}/{len(paths)}] {src.name} ...")
         try:
-            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name, cwd=str(folder),
-                                progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+            with private_kernel() as transport:
+                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name, cwd=str(folder),
+                                    progress_bar=False, log_output=False, execution_timeout=cell_timeout,
+                                    **transport)
         except Exception as exc:  # PapermillExecutionError and kernel/launch failures
             dt = time.perf_counter() - t0
             msg = describe_failure(exc, dst)
             results.append(NotebookResult(src.name, str(dst), "failed", round(dt, 1), msg))
             results += [NotebookResult(p.name, "", "skipped") for p in paths[i + 1:]]
-            log(f"FAILED {src.name} after {dt:.1f} s: {msg}\nexecuted copy (up to the error): {dst}")
+            say(f"FAILED {src.name} after {dt:.1f} s: {msg}\nexecuted copy (up to the error): {dst}")
             break
         dt = time.perf_counter() - t0
         results.append(NotebookResult(src.name, str(dst), "ok", round(dt, 1)))
-        log(f"      done in {dt:.1f} s -> {dst}")
+        if not progress:  # with the bar, the times come as one table at the end (summary_table)
+            say(f"      done in {dt:.1f} s -> {dst}")
+    bar.close()
 
 
 def summary_table(out) -> str:
-    """The ``reproduce.json`` of a finished run as a small text table."""
+    """The ``reproduce.json`` of a run as a small text table (printed at the end of ``reproduce``)."""
     path = Path(out) / "reproduce.json"
     data = mio.read_json(path, remedy="run mtlat-edu reproduce again to rewrite it")
     if data is None:
@@ -681,12 +722,8 @@ def add_reproduce_args(p) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads of the notebook kernels (1 is fastest on a small shared CPU)")
     p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: no limit)")
-    p.add_argument("--notebook-dir", default=None, help=argparse_suppress())
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
+    p.add_argument("--no-progress", action="store_true", help="a line per notebook instead of a progress bar")
+    p.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
 
 
 def cmd_reproduce(args) -> int:
@@ -695,7 +732,7 @@ def cmd_reproduce(args) -> int:
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
                            runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
-                           extra_parameters={"seeds": seeds})
+                           extra_parameters={"seeds": seeds}, progress=not args.no_progress)
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():
         from .benchmark.claims import claims_lines

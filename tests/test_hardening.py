@@ -647,3 +647,30 @@ def test_the_runner_names_the_failing_cell(name, expected, tiny_notebooks, tmp_p
                         120, results, lines.append)
     assert results[0].status == "failed" and expected in results[0].error, results[0].error
     assert "--- cell source ---" in results[0].error and expected in "\n".join(lines)
+
+
+def test_the_runner_kernels_need_no_tcp(tiny_notebooks, tmp_path, capfd):
+    """Kernels talk over private Unix sockets: no "running over TCP without encryption" per notebook,
+    and the socket folder is gone afterwards."""
+    import tempfile
+    from mtlat_edu import course
+    before = set(Path(tempfile.gettempdir()).glob("mtlat-kernel-*"))
+    results = []
+    course._execute_all([tiny_notebooks / "raises.ipynb"], tmp_path, {"profile": "smoke"}, course.KERNEL_NAME,
+                        tiny_notebooks, 120, results, lambda s: None)
+    assert results[0].status == "failed" and "ValueError: boom" in results[0].error   # the kernel did run
+    assert "without encryption" not in capfd.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("mtlat-kernel-*")) == before
+
+
+def test_reproduce_summary_table(tmp_path):
+    from mtlat_edu import course
+    (tmp_path / "reproduce.json").write_text(json.dumps({"notebooks": [
+        {"notebook": "01_introduction.ipynb", "status": "ok", "seconds": 4.94},
+        {"notebook": "02_mixup.ipynb", "status": "failed", "seconds": 1.0}], "total_seconds": 5.9}))
+    assert course.summary_table(tmp_path).splitlines() == [
+        "01_introduction.ipynb        ok           4.9 s",
+        "02_mixup.ipynb               failed       1.0 s",
+        "total                                     5.9 s"]
+    with pytest.raises(FileNotFoundError, match="reproduce.json does not exist"):
+        course.summary_table(tmp_path / "nothing")
