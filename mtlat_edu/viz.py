@@ -433,3 +433,84 @@ def difference_heatmap(diff, title: str = "R(method) - R(standard) per corruptio
     ax.set_title(title, fontsize=9)
     ax.set_ylabel("")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 10: beyond the paper
+
+def pgd_steps_figure(x, x_adv, probs_clean, probs_adv, ks: Sequence[int], p_target, classes: Sequence[str] | None,
+                     eps: float, y_true: int, target: int, steps: int) -> Figure:
+    """Targeted PGD on one image: image, amplified perturbation, result, predictions, p(target) vs k."""
+    fig = _figure(15, 2.9)
+    axes = fig.subplots(1, 6, width_ratios=[1, 1, 1, 1.6, 1.6, 1.6])
+    delta = torch.as_tensor(x_adv) - torch.as_tensor(x)
+    _imshow(axes[0], x, f"clean: {class_name(classes, y_true)}")
+    _imshow(axes[1], amplify(delta, eps), f"perturbation, k = {steps}\nmax |delta| = {float(delta.abs().max()):.3f}"
+            if eps else "perturbation (eps = 0)")
+    _imshow(axes[2], x_adv, f"targeted PGD (eps = {eps:.3f})")
+    hl = {y_true: GOOD_COLOR, target: ADV_COLOR}
+    p0, p1 = torch.as_tensor(probs_clean).flatten(), torch.as_tensor(probs_adv).flatten()
+    label_bar(axes[3], p0, classes, f"before: predicts {class_name(classes, int(p0.argmax()))}", hl, annotate=False)
+    label_bar(axes[4], p1, classes, f"after k = {steps}: predicts {class_name(classes, int(p1.argmax()))}", hl,
+              annotate=False)
+    ax = axes[5]
+    pt = torch.as_tensor(p_target).numpy()
+    ax.plot(list(ks), pt, "o-", color=ADV_COLOR, ms=3)
+    ax.plot([steps], [pt[list(ks).index(steps)]], "o", color="black", ms=6)
+    ax.axhline(float(p0[target]), color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("k (1 = FGSM)", fontsize=8)
+    ax.set_title(f"p({class_name(classes, target)}) after k steps", fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def manifold_figure(x1, x2, probs, lams, curves: Mapping[int, object], classes: Sequence[str] | None, y1: int,
+                    y2: int, layer: int, lam: float) -> Figure:
+    """A couple mixed at ``layer``: the two images, the prediction at ``lam``, and p(y1) vs lambda per layer."""
+    fig = _figure(13, 2.9)
+    axes = fig.subplots(1, 4, width_ratios=[1, 1, 1.8, 1.8])
+    _imshow(axes[0], x1, f"x_1: {class_name(classes, y1)}")
+    _imshow(axes[1], x2, f"x_2: {class_name(classes, y2)}")
+    where = "the input (Mixup)" if layer == 0 else f"hidden layer {layer}"
+    label_bar(axes[2], probs, classes, f"mixed at {where}, lambda = {lam:.2f}", {y1: CLEAN_COLOR, y2: MIX_COLOR},
+              annotate=False)
+    axes[2].patches[y1].set_color(GOOD_COLOR)
+    ax = axes[3]
+    lams = torch.as_tensor(lams).numpy()
+    for l, c in curves.items():
+        ax.plot(lams, torch.as_tensor(c)[:, y1].numpy(), lw=2.5 if l == layer else 1,
+                alpha=1 if l == layer else 0.6, label=f"layer {l}" + (" (input)" if l == 0 else ""))
+    ax.plot(lams, lams, color="grey", lw=0.8, ls="--", label="the label's lambda")
+    ax.axvline(lam, color="black", lw=0.8)
+    ax.set_xlabel("lambda (weight of x_1)", fontsize=8)
+    ax.set_title(f"p({class_name(classes, y1)}) of the mixed couple", fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def method_spread(values: Mapping[str, Mapping[str, Sequence[float]]], columns: Mapping[str, str],
+                  title: str = "") -> Figure:
+    """Per-seed values (dots) and their mean ± std (bar) of each method, one panel per column:
+    ``values[method][column]`` lists the seeds' values; ``columns`` maps a column to its axis label."""
+    cols = [c for c in columns if any(values[m].get(c) for m in values)]
+    fig = _figure(3.1 * len(cols), 3.0)
+    axes = np.atleast_1d(fig.subplots(1, len(cols)))
+    methods = list(values)
+    for ax, c in zip(axes, cols):
+        for i, m in enumerate(methods):
+            v = np.asarray(values[m].get(c, []), dtype=float)
+            if not len(v):
+                continue
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0
+            ax.errorbar([i], [v.mean()], yerr=[sd], fmt="s", color="black", ms=5, capsize=4)
+            ax.plot(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, "o", ms=4, alpha=0.7)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=7)
+        ax.set_title(columns[c], fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -21,9 +21,10 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from . import viz
-from .adversarial import fgsm, targeted_fgsm
+from .adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
 from .labels import one_hot, tlat_labels
 from .mixup import mixup, sample_lambda
+from .models import manifold_forward
 
 
 class Panel:
@@ -326,3 +327,91 @@ def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torc
     controls = {"name": _dropdown("attack", [(DISPLAY.get(a, a), a) for a in ATTACKS], name),
                 "model": _dropdown("model", list(models), model or next(iter(models)))}
     return Panel(controls, compute, draw, "Adversarial attacks: pick an attack and a model")
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 10: beyond the paper, mtlat_pgd's k steps and manifold_mtlat's mixing layer (docs/future.md)
+
+def pgd_steps_example(model, x, target: int, eps: float, steps: int, step_factor: float = PGD_STEP_FACTOR,
+                      max_steps: int = 10) -> dict:
+    """Targeted PGD (line 5 of ``mtlat_pgd``, :func:`mtlat_edu.adversarial.targeted_pgd`) on one image:
+    the image after ``steps`` steps, and the model's probability of ``target`` after k steps for
+    every k = 1..max_steps (k = 1 is targeted FGSM, eq. 5), each with the step ``step_factor * eps / k``."""
+    x = _check_image(x, "x")
+    dev = _model_device(model)
+    xb, t = x.unsqueeze(0).to(dev), torch.tensor([int(target)], device=dev)
+    was = model.training
+    model.eval()
+    try:
+        advs = {k: targeted_pgd(model, xb, t, float(eps), steps=k, step_factor=step_factor)
+                for k in range(1, max(int(steps), int(max_steps)) + 1)}
+    finally:
+        model.train(was)
+    p_target = torch.stack([predict(model, a)[0, int(target)].cpu() for a in advs.values()])
+    x_adv = advs[int(steps)][0].cpu()
+    return {"eps": float(eps), "steps": int(steps), "target": int(target), "x": x, "x_adv": x_adv, "delta": x_adv - x,
+            "probs_clean": predict(model, xb)[0].cpu(), "probs_adv": predict(model, advs[int(steps)])[0].cpu(),
+            "ks": list(advs), "p_target": p_target}
+
+
+def pgd_steps_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.025, steps: int = 3,
+                    target: int | None = None, max_steps: int = 10) -> Panel:
+    """Sliders "k steps" and "eps" and a target: the targeted PGD image and p(target) against k."""
+    import ipywidgets as W
+    x = _check_image(x, "x")
+    target = (int(y) + len(classes) // 2) % len(classes) if target is None else int(target)
+
+    def compute(steps: int, eps: float, target: int) -> dict:
+        return pgd_steps_example(model, x, target, eps, steps, max_steps=max_steps)
+
+    def draw(r: dict):
+        return viz.pgd_steps_figure(x, r["x_adv"], r["probs_clean"], r["probs_adv"], r["ks"], r["p_target"], classes,
+                                    r["eps"], int(y), r["target"], r["steps"])
+
+    controls = {"steps": W.IntSlider(value=steps, min=1, max=max_steps, description="k steps",
+                                     continuous_update=False, style={"description_width": "initial"}),
+                "eps": _float_slider("eps", eps, 0.0, 0.1, 0.005, ".3f"),
+                "target": _dropdown("target", _class_options(classes), target)}
+    return Panel(controls, compute, draw, "mtlat_pgd: k steps of targeted PGD instead of one FGSM step")
+
+
+@torch.no_grad()
+def manifold_example(model, x1, x2, layer: int, lam: float, grid: int = 21) -> dict:
+    """A couple mixed at ``layer`` (:func:`mtlat_edu.models.manifold_forward`, eval mode): the
+    model's probabilities at ``lam``, and for every mixing layer its probabilities along a grid
+    of lambda in [0, 1] (``curves[l]``: (grid, classes))."""
+    x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")
+    dev = _model_device(model)
+    a, b = x1.unsqueeze(0).to(dev), x2.unsqueeze(0).to(dev)
+    lams = torch.linspace(0, 1, grid, device=dev)
+    was = model.training
+    model.eval()
+    try:
+        probs = torch.softmax(manifold_forward(model, a, b, torch.tensor([float(lam)], device=dev), int(layer)), 1)
+        layers = range(len(getattr(model, "mix_points", ())) + 1)
+        curves = {l: torch.softmax(manifold_forward(model, a.expand(grid, -1, -1, -1), b.expand(grid, -1, -1, -1),
+                                                    lams, l), 1).cpu() for l in layers}
+    finally:
+        model.train(was)
+    return {"layer": int(layer), "lam": float(lam), "probs": probs[0].cpu(), "lams": lams.cpu(), "curves": curves}
+
+
+def manifold_panel(model, x1, y1: int, x2, y2: int, classes: Sequence[str], layer: int = 1,
+                   lam: float = 0.5) -> Panel:
+    """Sliders "mixing layer" and "lambda": the prediction for the couple mixed at that layer, and
+    p(class of x1) against lambda for every layer (0 = the input: Mixup, eq. 1)."""
+    import ipywidgets as W
+    x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")
+    top = len(getattr(model, "mix_points", ()))
+
+    def compute(layer: int, lam: float) -> dict:
+        return manifold_example(model, x1, x2, layer, lam)
+
+    def draw(r: dict):
+        return viz.manifold_figure(x1, x2, r["probs"], r["lams"], r["curves"], classes, int(y1), int(y2),
+                                   r["layer"], r["lam"])
+
+    controls = {"layer": W.IntSlider(value=layer, min=0, max=top, description="mixing layer",
+                                     continuous_update=False, style={"description_width": "initial"}),
+                "lam": _float_slider("lambda", lam, 0.0, 1.0, 0.01)}
+    return Panel(controls, compute, draw, "manifold_mtlat: mix the couple at a hidden layer")

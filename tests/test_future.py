@@ -305,3 +305,64 @@ def test_future_methods_learn_the_generated_dataset(name):
                       train_limit=1200, test_limit=300)
     res = fit(cfg, progress=False)
     assert res.test_acc > 0.25, f"{name}: test accuracy {res.test_acc} is near chance (0.10)"
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook 10: the panels and the comparison over seeds
+
+
+def test_pgd_steps_panel_starts_from_fgsm_and_counts_steps():
+    pytest.importorskip("ipywidgets")
+    from mtlat_edu import widgets
+    torch.manual_seed(0)
+    model = build_model("small_cnn").eval()
+    x = torch.rand(3, 32, 32)
+    panel = widgets.pgd_steps_panel(model, x, 1, [str(k) for k in range(10)], eps=0.03, steps=3, max_steps=4)
+    r = panel.set(steps=1)
+    assert torch.equal(r["x_adv"], targeted_fgsm(model, x[None], torch.tensor([r["target"]]), 0.03)[0])
+    r = panel.set(steps=4)
+    assert r["ks"] == [1, 2, 3, 4] and r["p_target"].shape == (4,)
+    assert float(r["delta"].abs().max()) <= 0.03 + 1e-6
+
+
+def test_manifold_panel_mixes_at_the_chosen_layer():
+    pytest.importorskip("ipywidgets")
+    from mtlat_edu import widgets
+    torch.manual_seed(0)
+    model = build_model("small_cnn").eval()
+    x1, x2 = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
+    panel = widgets.manifold_panel(model, x1, 1, x2, 2, [str(k) for k in range(10)])
+    assert panel.controls["layer"].max == 2
+    r = panel.set(layer=2, lam=1.0)
+    assert torch.allclose(r["probs"], widgets.predict(model, x1[None])[0], atol=1e-5)
+    want = torch.softmax(manifold_forward(model, x1[None], x2[None], torch.tensor([0.3]), 1), 1)[0]
+    assert torch.allclose(panel.set(layer=1, lam=0.3)["probs"], want, atol=1e-6)
+    assert set(r["curves"]) == {0, 1, 2} and r["curves"][0].shape == (21, 10)
+
+
+def test_comparison_over_seeds_by_hand(tmp_path):
+    import pandas as pd
+    from mtlat_edu.benchmark.comparison import load_comparison, read_bench_step, write_comparison
+    for k, (a, b) in enumerate([(0.8, 0.6), (0.9, 0.7), (1.0, 0.8)]):
+        t = pd.DataFrame({"clean": [70.0 + k, 60.0], "fog": [a, b], "snow": [a, b + 0.1], "pgd": [0.2, 0.1]},
+                         index=pd.Index(["mtlat", "new"], name="model"))
+        (tmp_path / f"seed{k}").mkdir()
+        t.to_csv(tmp_path / f"seed{k}" / "scores.csv")
+    (tmp_path / "bench_step_small_cnn.txt").write_text(
+        "model small_cnn, batch 128\nmethod          s/step     img/s   ratio\nstandard        0.5000     256.0   1.00x\n"
+        "mtlat_pgd       1.0000     128.0   2.00x\n")
+    assert read_bench_step(tmp_path / "bench_step_small_cnn.txt")["methods"]["mtlat_pgd"]["ratio"] == 2.0
+    rep = write_comparison(tmp_path, reference="mtlat")
+    assert rep["columns"] == ["clean", "corruptions_R", "white_box_R"]
+    assert rep["values"]["mtlat"]["corruptions_R"] == pytest.approx([0.8, 0.9, 1.0])
+    assert rep["values"]["new"]["corruptions_R"] == pytest.approx([0.65, 0.75, 0.85])  # (0.6 + 0.7) / 2, ...
+    assert rep["stats"]["mtlat"]["clean"]["mean"] == pytest.approx(71.0)
+    assert rep["stats"]["mtlat"]["clean"]["std"] == pytest.approx(1.0)
+    d = rep["vs_reference"]["new"]["corruptions_R"]
+    assert d["diff"] == pytest.approx(-0.15) and d["se"] == pytest.approx((2 * 0.01 / 3) ** 0.5)
+    assert d["verdict"] == "within_noise"  # |diff| 0.15 < 2 SE = 0.163
+    c = rep["vs_reference"]["new"]["clean"]
+    assert c["diff"] == pytest.approx(-11.0) and c["verdict"] == "fails"  # 2 SE = 2 sqrt(1/3) = 1.15
+    assert load_comparison(tmp_path)["bench_step"][0]["methods"]["standard"]["seconds_per_step"] == 0.5
+    md = (tmp_path / "comparison.md").read_text()
+    assert "| new − mtlat | -11.00 (2 SE 1.15) worse |" in md and "2.00x" in md
