@@ -42,7 +42,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/mtlat-edu bench-step --model small_cnn --methods standard mixup tlat mtlat
-	$(BIN)/python -m mtlat_edu.bench_corruptions --size 32
+	$(BIN)/python -m benchmarks.corruptions --size 32
 
 clean-runs:
 	rm -rf runs output

@@ -4,7 +4,7 @@
 * damage (mean absolute distance to the clean image) grows with the severity, except at the
   listed steps where the reference definition itself is not monotone;
 * determinism for a seeded ``torch.Generator``; clear ValueErrors on bad input;
-* agreement with ``tests/imagenet_c_oracle.py`` (a per-image NumPy/SciPy port of
+* agreement with ``benchmarks/imagenet_c_reference.py`` (a per-image NumPy/SciPy port of
   Hendrycks & Dietterich's ``make_imagenet_c.py`` / ``make_cifar_c.py``) on real CIFAR-10 test
   images (skipped when /work/shared/data/cifar10-jpeg is absent) and on a 224 px photo, with the
   oracle replaying the same random draws (``TorchRNG``);
@@ -25,9 +25,8 @@ import torch
 from PIL import Image
 from skimage import data, transform
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import imagenet_c_oracle as oracle  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
+from benchmarks import imagenet_c_reference as oracle  # noqa: E402
 from mtlat_edu.corruptions import ALL, CORRUPTIONS, DISPLAY, EXTRA, IMAGENET_C, corrupt  # noqa: E402
 from mtlat_edu.corruptions import _ops  # noqa: E402
 from mtlat_edu.corruptions._common import interpolate_levels  # noqa: E402
@@ -293,6 +292,124 @@ def test_imagemagick_motion_kernel_by_hand():
     assert np.allclose(out.numpy(), expected, atol=1e-4)
     down = _ops.motion_blur(img, radius=2, sigma=1.0, angle_deg=torch.tensor([90.0]))[0, 0]
     assert down[4, 6].item() == pytest.approx(255 * k[0], abs=1e-3) and down[2, 6].item() == pytest.approx(255 * k[2], abs=1e-3)
+
+
+# ------------------------------------------------------------- the fast paths (issue 13)
+def test_shot_noise_table_sampler_is_exact_poisson():
+    """8-bit images take the inverse-CDF table sampler: its counts are SciPy's inverse CDF of the
+    generator's float64 uniforms (drawn in chunks, in order), with Poisson mean and variance."""
+    from scipy.stats import poisson
+
+    levels = torch.tensor([0, 1, 30, 128, 255], dtype=torch.uint8).repeat_interleave(20000).view(5, 1, 100, 200)
+    for c in (3.0, 12.0, 100.0, 500.0):
+        k = _ops.poisson_8bit(levels, c, gen(1))
+        chunk = _ops.POISSON_CHUNK
+        u = torch.cat([torch.rand(min(chunk, levels.numel() - a), dtype=torch.float64, generator=g)
+                       for g in [gen(1)] for a in range(0, levels.numel(), chunk)])
+        lam = levels.reshape(-1).double() / 255.0 * c
+        assert np.array_equal(k.reshape(-1).numpy(), poisson.ppf(u.numpy(), lam.numpy()))
+        for j in range(5):
+            rate = float(levels[j, 0, 0, 0]) / 255.0 * c
+            kj = k[j].double()
+            assert kj.mean().item() == pytest.approx(rate, rel=0.03, abs=0.01)
+            assert kj.var().item() == pytest.approx(rate, rel=0.05, abs=0.01)
+        assert (k[0] == 0).all()  # rate 0
+    small = _ops.poisson_8bit(torch.full((1, 1, 200, 200), 1, dtype=torch.uint8), 3.0, gen(2))
+    assert (small == 0).double().mean().item() == pytest.approx(math.exp(-3 / 255), abs=0.002)
+    cdf, guide, k_max, g = _ops.poisson_tables(500.0)
+    rows = cdf.view(256, k_max)
+    assert bool((rows[:, 1:-1] >= rows[:, :-2]).all()) and bool((rows[:, -1] == 2).all())
+
+
+def test_shot_noise_uses_torch_poisson_off_the_8bit_grid():
+    x = torch.full((2, 3, 32, 32), 0.5)  # 127.5 levels: not an 8-bit image
+    assert _ops.levels_8bit(x) is None
+    expected = (torch.poisson(x * 250, generator=gen(3)) / 250).clamp(0, 1)
+    assert torch.equal(corrupt(x, "shot_noise", 2, gen(3), "cifar"), expected)
+    on_grid = torch.full((2, 3, 32, 32), 128 / 255)
+    assert torch.equal(_ops.levels_8bit(on_grid), torch.full((2, 3, 32, 32), 128, dtype=torch.uint8))
+    y = corrupt(on_grid, "shot_noise", 2, gen(3), "cifar")  # Poisson(128/255 * 250) / 250
+    assert (y - on_grid).std().item() == pytest.approx(math.sqrt(128 / 255 * 250) / 250, rel=0.05)
+
+
+def test_motion_blur_batch_equals_images_one_by_one_and_the_shifted_sum():
+    """Sorting by angle and running slices over the batch changes nothing per image; each image
+    is the sum of its taps' shifted copies with edge pixels (ImageMagick), checked in NumPy."""
+    x = torch.rand(9, 2, 20, 23, generator=gen(4)) * 255
+    angles = torch.tensor([30.0, -45.0, 0.0, 44.9, -12.5, 30.0, 90.0, -135.0, 7.0])
+    batch = _ops.motion_blur(x, 6, 2.5, angles)
+    for i in range(9):
+        one = _ops.motion_blur(x[i : i + 1], 6, 2.5, angles[i : i + 1])[0]
+        assert torch.allclose(batch[i], one, atol=1e-4)
+        k, oy, ox = _ops.motion_taps(6, 2.5, angles[i : i + 1])
+        img = x[i].double().numpy()
+        expected = np.zeros_like(img)
+        for t in range(k.numel()):
+            rows = np.clip(np.arange(20) + int(oy[0, t]), 0, 19)
+            cols = np.clip(np.arange(23) + int(ox[0, t]), 0, 22)
+            expected += float(k[t]) * img[:, rows][:, :, cols]
+        assert np.abs(batch[i].double().numpy() - expected).max() < 1e-3
+
+
+def test_defocus_kernel_and_direct_filter_match_the_reference_disk():
+    from mtlat_edu.corruptions.blur import crop_support, disk_kernel, disk_terms
+
+    for radius, alias in ((0.3, 0.4), (1.5, 0.1), (6, 0.5), (10, 0.5)):
+        assert np.abs(disk_kernel(radius, alias).numpy() - oracle.disk(radius, alias)).max() < 1e-7, radius
+    small = crop_support(disk_kernel(1.5, 0.1))  # 3x3 disk blurred by a 3x3 Gaussian
+    assert small.shape == (5, 5) and torch.equal(small.sum(), disk_kernel(1.5, 0.1).sum())
+    x = torch.rand(5, 3, 24, 31, generator=gen(5))
+    fft = _ops.correlate2d(x, small.float(), "mirror")
+    assert torch.allclose(_ops.conv_same(x, small.float()), fft, atol=1e-5)
+    for radius, alias in ((0.5, 0.6), (1, 0.2), (3, 0.1)):  # rank 1, 2, 3 kernels as separable passes
+        terms = disk_terms(radius, alias)
+        kernel = crop_support(disk_kernel(radius, alias)).float()
+        assert len(terms) == {0.5: 1, 1: 2, 3: 3}[radius]
+        assert torch.allclose(_ops.separable_correlate(x, terms, "mirror"), _ops.conv_same(x, kernel), atol=1e-5)
+
+
+def test_clipped_zoom_is_bilinear_align_corners_on_the_centre_crop():
+    import torch.nn.functional as F
+
+    x = torch.rand(3, 2, 40, 70, generator=gen(6))
+    for z in (1.0, 1.06, 1.17, 1.3):
+        h_top, h_ch, h_out, h_trim = _ops._zoom_axis(40, z)
+        w_top, w_ch, w_out, w_trim = _ops._zoom_axis(70, z)
+        crop = x[..., h_top : h_top + h_ch, w_top : w_top + w_ch]
+        up = F.interpolate(crop.double(), size=(h_out, w_out), mode="bilinear", align_corners=True)
+        expected = up[..., h_trim : h_trim + 40, w_trim : w_trim + 70].float()
+        assert torch.allclose(_ops.clipped_zoom(x, z), expected, atol=1e-5), z
+
+
+def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
+    from mtlat_edu.corruptions.digital import pillow_box_resize, pillow_pixelate
+
+    x8 = (torch.rand(4, 3, 33, 40, generator=gen(7)) * 255).round().to(torch.uint8)
+    for c in (0.95, 0.65, 0.25):
+        sh, sw = int(33 * c), int(40 * c)
+        ours = pillow_pixelate(x8, sh, sw)
+        torch_port = pillow_box_resize(pillow_box_resize(x8.float(), sh, sw), 33, 40)
+        assert torch.equal(ours.float(), torch_port), c
+        for i in range(4):
+            img = Image.fromarray(x8[i].permute(1, 2, 0).numpy())
+            ref = np.array(img.resize((sw, sh), Image.BOX).resize((40, 33), Image.BOX))
+            assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), ref), (c, i)
+
+
+def test_chunked_paths_equal_whole_batch(monkeypatch):
+    """Cache-sized chunks are an implementation detail: results do not depend on the chunk size."""
+    from mtlat_edu.corruptions import digital, weather
+
+    x = to_tensor([photo(n, 32) for n in PHOTOS])
+    names = ("defocus_blur", "zoom_blur", "motion_blur", "snow", "frost", "fog", "elastic_transform", "pixelate",
+             "jpeg_compression")  # fmt: skip
+    whole = {n: corrupt(x, n, 4, gen(9)) for n in names}
+    monkeypatch.setattr(_ops, "CACHE_BYTES", 3 * 32 * 32 * 4)  # one image per chunk
+    monkeypatch.setattr(digital, "CODEC_CHUNK_BYTES", 2 * 3 * 32 * 32 * 4)
+    monkeypatch.setattr(weather, "PLASMA_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_ops, "chunk_size", lambda t, budget=None: 1)
+    for n in names:
+        assert torch.allclose(corrupt(x, n, 4, gen(9)), whole[n], atol=1e-6), n
 
 
 def test_frost_textures_are_deterministic_8bit_pictures():

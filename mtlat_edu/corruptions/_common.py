@@ -69,12 +69,14 @@ def extra_value(name: str, severity: float) -> float:
     return lo + (severity - 1.0) / 4.0 * (hi - lo)
 
 
-def corruption(name: str, imagenet_c: bool = True) -> Callable:
+def corruption(name: str, imagenet_c: bool = True, in_range: bool = False) -> Callable:
     """Wrap ``impl(x, params, generator, table)`` as the public ``fn(x, severity, generator=None, table=None)``.
 
     The wrapper validates the arguments, picks the table, turns the severity into parameters
     (``params`` is the interpolated table row for ImageNet-C corruptions, the severity itself for
-    the extra ones), computes in float32/float64, clamps to [0, 1] and restores the dtype.
+    the extra ones), computes in float32/float64, clamps to [0, 1] (unless ``in_range``: the
+    implementation's output is in [0, 1] by construction, or clamped while it was in cache)
+    and restores the dtype.
     """
 
     def deco(impl):
@@ -89,7 +91,13 @@ def corruption(name: str, imagenet_c: bool = True) -> Callable:
             if x.shape[0] == 0:
                 return x.clone()
             out = impl(xf, params, generator, tname)
-            return out.clamp(0, 1).to(x.dtype)
+            if in_range:
+                return out.to(x.dtype)
+            # clamp in place when ``out`` is a new tensor: one large allocation less per call
+            # (a fresh multi-MB CPU tensor costs page faults that dominate elementwise work)
+            fresh = out.untyped_storage().data_ptr() != xf.untyped_storage().data_ptr()
+            out = out.clamp_(0, 1) if fresh else out.clamp(0, 1)
+            return out.to(x.dtype)
 
         fn.corruption_name = name
         return fn

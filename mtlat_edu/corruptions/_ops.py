@@ -7,6 +7,7 @@ that the batched corruptions agree with the per-image reference definitions.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 
@@ -23,9 +24,12 @@ def _draw_device(generator: torch.Generator | None, device: torch.device) -> tor
     return generator.device if generator is not None else device
 
 
-def rand(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
-    """U[0, 1) draws of ``shape``."""
+def rand(shape, generator, device, dtype=torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """U[0, 1) draws of ``shape`` (into ``out`` when given and on the drawing device: the same
+    numbers, one allocation less)."""
     d = _draw_device(generator, device)
+    if out is not None and out.device == torch.device(d) and out.dtype == dtype:
+        return torch.rand(shape, generator=generator, out=out)
     return torch.rand(shape, generator=generator, device=d, dtype=dtype).to(device)
 
 
@@ -48,6 +52,73 @@ def randint(low: int, high: int, shape, generator, device, dtype=torch.int64) ->
 def poisson(rates: torch.Tensor, generator) -> torch.Tensor:
     d = _draw_device(generator, rates.device)
     return torch.poisson(rates.to(d), generator=generator).to(rates.device)
+
+
+POISSON_CHUNK = 1 << 15  # elements per chunk of the table sampler (float64 draws: 256 KiB)
+
+
+@functools.lru_cache(maxsize=64)
+def poisson_tables(c: float):
+    """Inverse-CDF tables of Poisson(``lam_j``) for the 256 rates ``lam_j = (j / 255) * c`` of an
+    8-bit image (float64, computed exactly as the reference's ``x / 255.`` then ``* c``).
+
+    Returns ``cdf`` (256 * K,), row ``j`` holding ``P(X <= k)`` for ``k < K`` with the last entry
+    set to 2 (above every uniform draw; the cut-off ``K = c + 12 sqrt(c) + 30`` leaves a tail
+    below 1e-30), and ``guide`` (256 * G,), ``G = 2K``: for bucket ``b`` of row ``j`` the flat
+    index ``j K + min{k : P(X <= k) > b / G}`` (a guide table, Chen & Asau 1974)."""
+    lam = torch.arange(256, dtype=torch.float64) / 255.0 * c
+    k_max = int(math.ceil(c + 12.0 * math.sqrt(c) + 30.0))
+    k = torch.arange(k_max, dtype=torch.float64)
+    logp = torch.xlogy(k, lam[:, None]) - lam[:, None] - torch.lgamma(k + 1)
+    cdf = torch.cumsum(torch.exp(logp), dim=1)
+    cdf = cdf / cdf[:, -1:]  # the float64 sum drifts up to ~1e-13 from 1; the tail is < 1e-30
+    cdf[:, -1] = 2.0
+    g = 2 * k_max
+    edges = (torch.arange(g, dtype=torch.float64) / g).expand(256, g).contiguous()
+    guide = torch.searchsorted(cdf, edges, right=True) + torch.arange(256)[:, None] * k_max
+    return cdf.reshape(-1), guide.reshape(-1), k_max, g
+
+
+def levels_8bit(x: torch.Tensor, tol: float = 1e-4) -> torch.Tensor | None:
+    """The 8-bit level ``j`` of every value (uint8, same shape) when every ``x * 255`` lies within
+    ``tol`` of an integer (an 8-bit image stored as floats), else None.  In cache-sized chunks."""
+    out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    step = chunk_size(x)
+    for a in range(0, x.shape[0], step):
+        d = x[a : a + step].mul(255.0)
+        r = torch.round(d)
+        if bool(d.sub_(r).abs_().amax() > tol):
+            return None
+        out[a : a + step] = r
+    return out
+
+
+def poisson_8bit(levels: torch.Tensor, c: float, generator) -> torch.Tensor:
+    """Poisson(``(j / 255) * c``) counts (float32, shape of ``levels``) for uint8 ``levels`` j.
+
+    Exact inverse-CDF sampling: one float64 uniform ``u`` per value (drawn in chunks of
+    :data:`POISSON_CHUNK` values, in order) and ``k = min{k : P(X <= k) > u}``, found from the
+    guide table of :func:`poisson_tables` plus one step, and by binary search for the few values
+    (about 1%) in guide buckets that span several ``k`` (the tails).  It is the same distribution
+    as ``torch.poisson`` / NumPy's ``poisson`` up to the float64 rounding of the CDF (< 1e-13),
+    with one random number per value instead of several: shot noise 1.2-1.9x faster than with
+    ``torch.poisson`` on one CPU thread (32 resp. 224 px, docs/corruptions.md)."""
+    cdf, guide, k_max, g = poisson_tables(float(c))
+    dev = levels.device
+    cdf, guide = cdf.to(dev), guide.to(dev)
+    flat = levels.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.float32, device=dev)
+    for a in range(0, flat.numel(), POISSON_CHUNK):
+        j = flat[a : a + POISSON_CHUNK].long()
+        u = rand(j.shape, generator, dev, torch.float64)
+        idx = torch.take(guide, (u * g).long().add_(j * g))
+        idx += torch.take(cdf, idx) <= u
+        left = (torch.take(cdf, idx) <= u).nonzero().view(-1)
+        if left.numel():
+            rows = j[left]
+            idx[left] = torch.searchsorted(cdf.view(256, k_max)[rows], u[left, None], right=True).view(-1) + rows * k_max
+        out[a : a + POISSON_CHUNK] = idx.sub_(j * k_max)
+    return out.view(levels.shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,13 +166,33 @@ def pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str
 def _gaussian_matrix_cpu(n: int, sigma: float, truncate: float, mode: str) -> torch.Tensor:
     if sigma <= 1e-15:  # SciPy skips axes with a zero sigma
         return torch.eye(n, dtype=torch.float64)
-    radius = int(truncate * sigma + 0.5)
-    weights = gaussian_taps(sigma, truncate)
+    return filter_matrix(n, tuple(gaussian_taps(sigma, truncate).tolist()), mode)
+
+
+@functools.lru_cache(maxsize=256)
+def filter_matrix(n: int, taps: tuple[float, ...], mode: str) -> torch.Tensor:
+    """``M`` (n, n), float64, CPU, with ``M @ v`` = the 1-D correlation of ``v`` with the odd-length
+    ``taps`` (centred) under the boundary rule ``mode``: a banded matrix, folded at the borders."""
+    radius = len(taps) // 2
     idx = torch.arange(n).unsqueeze(1) + torch.arange(-radius, radius + 1).unsqueeze(0)
     idx = map_index(idx, n, mode)
     mat = torch.zeros(n, n, dtype=torch.float64)
-    mat.scatter_add_(1, idx, weights.expand(n, -1).contiguous())
+    mat.scatter_add_(1, idx, torch.tensor(taps, dtype=torch.float64).expand(n, -1).contiguous())
     return mat
+
+
+def separable_correlate(x: torch.Tensor, terms, mode: str) -> torch.Tensor:
+    """``sum_r M(col_r) @ x @ M(row_r)^T``: the 2-D correlation of every channel with the kernel
+    ``sum_r outer(col_r, row_r)`` (``terms``: pairs of tap tuples, e.g. from an SVD of a low-rank
+    kernel), computed with the banded matrices of :func:`filter_matrix`."""
+    h, w = x.shape[-2:]
+    out = None
+    for col, row in terms:
+        mh = filter_matrix(h, col, mode).to(x.device, x.dtype)
+        mw = filter_matrix(w, row, mode).to(x.device, x.dtype)
+        term = torch.matmul(torch.matmul(mh, x), mw.T)
+        out = term if out is None else out.add_(term)
+    return out
 
 
 def gaussian_matrix(n, sigma, truncate, mode, device, dtype) -> torch.Tensor:
@@ -169,33 +260,133 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------------------------
+# Cache-sized chunks and direct filters
+# ----------------------------------------------------------------------------------------------
+
+CACHE_BYTES = 1 << 17  # work on about 128 KiB of images at a time (measured best on a busy 2-core machine)
+
+
+def chunk_size(x: torch.Tensor, budget: int = CACHE_BYTES) -> int:
+    """Images per chunk so that a chunk of ``x`` takes about ``budget`` bytes (at least 1)."""
+    per_image = max(1, x[0].numel() * x.element_size()) if x.shape[0] else 1
+    return max(1, budget // per_image)
+
+
+def map_chunks(fn, x: torch.Tensor, *others: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """``fn(x[a:b], *(t[a:b] for t in others))`` over chunks of about ``budget`` bytes of ``x``
+    (default :data:`CACHE_BYTES`), written into one output like ``x``.
+
+    For per-image computations only (no random draws inside ``fn``): the result equals
+    ``fn(x, *others)``.  Working on cache-sized chunks keeps the intermediates in the CPU cache
+    and their (re)allocations cheap, where whole-batch intermediates of several MB each cost a
+    page fault per 4 KiB page when freshly allocated."""
+    step = chunk_size(x, CACHE_BYTES if budget is None else budget)
+    if step >= x.shape[0]:
+        return fn(x, *others)
+    out = torch.empty_like(x)
+    for a in range(0, x.shape[0], step):
+        out[a : a + step] = fn(x[a : a + step], *(t[a : a + step] for t in others))
+    return out
+
+
+def fill_chunks(fn, x: torch.Tensor, *others: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """Like :func:`map_chunks`, for an ``fn(out, chunk, *others)`` that writes its result into
+    ``out`` (a slice of the one output tensor): no intermediate result, no extra copy."""
+    out = torch.empty_like(x)
+    step = chunk_size(x, CACHE_BYTES if budget is None else budget)
+    for a in range(0, x.shape[0], step):
+        fn(out[a : a + step], x[a : a + step], *(t[a : a + step] for t in others))
+    return out
+
+
+def conv_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Same-size 2-D correlation of every channel with one small odd-sized ``kernel``, OpenCV
+    ``filter2D`` border (BORDER_REFLECT_101 = SciPy 'mirror' = ``F.pad`` 'reflect'), as a direct
+    ``conv2d`` on cache-sized chunks (faster than the FFT for kernels up to about 7x7: 2-2.5x at
+    32 px, 1.3x for 5x5 at 224 px; docs/corruptions.md)."""
+    kh, kw = kernel.shape
+    weight = kernel.to(x.device, x.dtype)[None, None]
+
+    def one(chunk):
+        m, c, h, w = chunk.shape
+        padded = F.pad(chunk.reshape(m * c, 1, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+        return F.conv2d(padded, weight).view(m, c, h, w)
+
+    return map_chunks(one, x)
+
+
+# ----------------------------------------------------------------------------------------------
 # Motion blur: ImageMagick's MotionBlurImage kernel
 # ----------------------------------------------------------------------------------------------
 
 
-def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
-    """ImageMagick ``MotionBlurImage(radius, sigma, angle)`` for a batch, one angle per image.
+def motion_taps(radius: float, sigma: float, angle_deg: torch.Tensor):
+    """ImageMagick ``MotionBlurImage`` taps for a batch: weights ``(width,)`` float64 and integer
+    offsets ``oy, ox`` ``(N, width)`` (row, column) on the CPU, one angle per image.
 
     ImageMagick (6.x/7.x, ``effect.c``) uses ``width = 2*ceil(radius)+1`` taps ``i = 0..width-1``
     with one-sided Gaussian weights ``exp(-i^2 / (2 sigma^2))`` (normalised) at integer offsets
-    ``(ceil(i cos(a) - 0.5), ceil(i sin(a) - 0.5))`` (x = column, y = row) and edge pixels
-    outside the image.  Offsets are computed in float64 like the C code.
-    """
+    ``(ceil(i cos(a) - 0.5), ceil(i sin(a) - 0.5))`` (x = column, y = row).  Offsets are
+    computed in float64 like the C code."""
     width = int(2 * math.ceil(radius) + 1)
-    i = torch.arange(width, dtype=torch.float64, device=x.device)
+    i = torch.arange(width, dtype=torch.float64)
     k = torch.exp(-(i * i) / (2.0 * sigma * sigma))
     k = k / k.sum()
-    theta = torch.deg2rad(angle_deg.to(torch.float64)).unsqueeze(1)
+    theta = torch.deg2rad(angle_deg.detach().to("cpu", torch.float64)).unsqueeze(1)
     ox = torch.ceil(i * torch.cos(theta) - 0.5).long()
     oy = torch.ceil(i * torch.sin(theta) - 0.5).long()
-    return correlate_taps(x, oy, ox, k.expand(x.shape[0], -1), "nearest")
+    return k, oy, ox
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
+    """ImageMagick ``MotionBlurImage(radius, sigma, angle)`` for a batch, one angle per image:
+    ``out[n, c, y, x] = sum_i k_i * x[n, c, y + oy_i(n), x + ox_i(n)]`` with edge pixels outside
+    the image (taps from :func:`motion_taps`).
+
+    Computed directly as shifted sums of slices of the edge-padded batch.  The images are sorted
+    by angle, so that images sharing a tap's offset are contiguous and each (tap, run of equal
+    offsets) is one in-place ``add_`` on a slice; the batch is processed in chunks of about
+    :data:`CACHE_BYTES`, so that the accumulator stays in cache.  Against one FFT product per
+    batch (the previous implementation): 3.8-5.1x faster on one CPU thread at 224 and 32 px
+    (docs/corruptions.md, "What changed")."""
+    n, c, h, w = x.shape
+    k, oy, ox = motion_taps(radius, sigma, angle_deg)
+    top, bottom = max(0, -int(oy.min())), max(0, int(oy.max()))
+    left, right = max(0, -int(ox.min())), max(0, int(ox.max()))
+    order = torch.argsort(angle_deg.detach().to("cpu", torch.float64), stable=True)
+    oy, ox = oy[order], ox[order]
+    # run starts per tap: where the sorted offsets change
+    change = torch.ones(n, k.numel(), dtype=torch.bool)
+    change[1:] = (oy[1:] != oy[:-1]) | (ox[1:] != ox[:-1])
+    oy_l, ox_l, weights = oy.tolist(), ox.tolist(), k.tolist()
+    starts = [change[:, i].nonzero().flatten().tolist() + [n] for i in range(k.numel())]
+    xs = x.index_select(0, order.to(x.device))
+    out = torch.empty_like(x)
+    step = chunk_size(x)
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        src = pad(xs[c0:c1], top, bottom, left, right, "nearest")
+        acc = out[c0:c1]
+        acc.copy_(src[..., top : top + h, left : left + w]).mul_(weights[0])  # tap 0: offset (0, 0)
+        for i in range(1, len(weights)):
+            s = starts[i]
+            j = bisect.bisect_right(s, c0) - 1
+            a = c0
+            while a < c1:
+                b = min(c1, s[j + 1])
+                dy, dx = oy_l[a][i], ox_l[a][i]
+                acc[a - c0 : b - c0].add_(
+                    src[a - c0 : b - c0, :, top + dy : top + dy + h, left + dx : left + dx + w], alpha=weights[i]
+                )
+                a, j = b, j + 1
+    return torch.empty_like(out).index_copy_(0, order.to(x.device), out)
 
 
 def imagemagick_to_uint8(x255: torch.Tensor) -> torch.Tensor:
     """The 8-bit PNG that ImageMagick 6 (Q16) writes after a motion blur holds the blurred value
     rounded *down* (measured: ``floor`` matches 99.8% of the values, ``round`` only 54%, see
     docs/corruptions.md); a 1e-3 margin absorbs float error on exact levels."""
-    return torch.floor(x255.clamp(0, 255) + 1e-3)
+    return x255.clamp(0, 255).add_(1e-3).floor_()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,17 +402,61 @@ def _zoom_axis(n: int, z: float):
     return top, ch, out, trim
 
 
+@functools.lru_cache(maxsize=256)
+def _zoom_taps_cpu(n: int, z: float):
+    """One axis of ``clipped_zoom``: per output index, the two source indices (into the full
+    axis) and the weight of the second (float64, like SciPy), and the same map as an (n, n)
+    matrix (two non-zeros per row)."""
+    top, ch, out, trim = _zoom_axis(n, z)
+    o = torch.arange(trim, trim + n, dtype=torch.float64)
+    src = o * ((ch - 1) / (out - 1)) if out > 1 else torch.zeros(n, dtype=torch.float64)
+    i0 = src.floor().clamp(0, ch - 1)
+    frac = src - i0
+    i1 = (i0 + 1).clamp(max=ch - 1)
+    i0, i1 = i0.long() + top, i1.long() + top
+    mat = torch.zeros(n, n, dtype=torch.float64)
+    mat[torch.arange(n), i0] += 1 - frac
+    mat[torch.arange(n), i1] += frac
+    return i0, i1, frac, mat
+
+
+ZOOM_BLOCK = 32  # output columns per matrix block
+
+
+@functools.lru_cache(maxsize=512)
+def _zoom_plan(h: int, w: int, z: float, dtype: torch.dtype, device: torch.device):
+    """``clipped_zoom`` by ``z`` of (h, w) images, ready for ``dtype`` on ``device``: the row
+    taps ``(i0, i1, weight)`` and the column map as blocks ``(first output, first source, last
+    source + 1, matrix^T)`` of :data:`ZOOM_BLOCK` output columns (the map is banded)."""
+    i0, i1, frac, _ = _zoom_taps_cpu(h, z)
+    mat = _zoom_taps_cpu(w, z)[3]
+    blocks = []
+    for b0 in range(0, w, ZOOM_BLOCK):
+        sub = mat[b0 : b0 + ZOOM_BLOCK]
+        used = sub.abs().sum(0).nonzero().view(-1)
+        s, e = int(used.min()), int(used.max()) + 1
+        blocks.append((b0, s, e, sub[:, s:e].T.contiguous().to(device, dtype)))
+    return i0.to(device), i1.to(device), frac.to(device, dtype)[:, None], blocks
+
+
 def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     """Zoom into the centre of every image by ``z`` >= 1 keeping the size (reference
     ``clipped_zoom``): ``scipy.ndimage.zoom(order=1)`` maps output pixel ``o`` to input
-    ``o * (in-1)/(out-1)``, i.e. bilinear interpolation with ``align_corners=True``."""
+    ``o * (in-1)/(out-1)``, i.e. bilinear interpolation with ``align_corners=True``, of the centre
+    crop; then the centre is trimmed.  Computed as two separable passes: rows as two-tap
+    gathers (``index_select`` + ``lerp``), columns as products with blocks of the banded
+    interpolation matrix, 2-5x faster than ``F.interpolate`` on the crop on one CPU thread
+    (224 resp. 32 px; gathers along the last dimension are its slow part)."""
     h, w = x.shape[-2:]
-    th, chh, oh, trh = _zoom_axis(h, z)
-    tw, chw, ow, trw = _zoom_axis(w, z)
-    crop = x[..., th : th + chh, tw : tw + chw]
-    if (oh, ow) != (chh, chw):
-        crop = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=True)
-    return crop[..., trh : trh + h, trw : trw + w]
+    i0, i1, frac, blocks = _zoom_plan(h, w, float(z), x.dtype, x.device)
+    rows = x.index_select(-2, i0).lerp_(x.index_select(-2, i1), frac)
+    if len(blocks) == 1:
+        _, s, e, mat_t = blocks[0]
+        return torch.matmul(rows[..., s:e], mat_t)
+    out = torch.empty_like(rows)
+    for b0, s, e, mat_t in blocks:
+        out[..., b0 : b0 + mat_t.shape[1]] = torch.matmul(rows[..., s:e], mat_t)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,12 +493,30 @@ def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
 
 def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
     """Round [0, 1] floats to the 256 levels of an 8-bit image (values stay in [0, 255])."""
-    return torch.round(x.clamp(0, 1) * 255.0)
+    return x.clamp(0, 1).mul_(255.0).round_()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``to_uint8_levels`` of images already in [0, 1] (validated) as a uint8 tensor (NCHW,
+    contiguous), converted in cache-sized chunks."""
+    out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    step = chunk_size(x)
+    for a in range(0, x.shape[0], step):
+        out[a : a + step] = torch.mul(x[a : a + step], 255.0).round_()
+    return out
+
+
+def from_uint8(x8: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """8-bit levels back to floats in [0, 1] of ``dtype`` (into ``out`` when given): converted,
+    then divided in place (``torch.div(uint8, 255.)`` in one call is 10x slower on the CPU)."""
+    if out is not None:
+        return out.copy_(x8).div_(255.0)
+    return x8.to(dtype).div_(255.0)
 
 
 def truncate_uint8(x255: torch.Tensor) -> torch.Tensor:
     """``np.uint8(v)`` of values in [0, 255]: truncation toward zero."""
-    return torch.floor(x255.clamp(0, 255))
+    return x255.clamp(0, 255).floor_()
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:

@@ -11,37 +11,75 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _ops
 from ._common import corruption
+
+
+DIRECT_MAX_SIDE = 7  # kernels up to 7x7 (the whole CIFAR table) by direct conv2d, larger by FFT
 
 
 @functools.lru_cache(maxsize=64)
 def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     """The reference ``disk``: a normalised aliased disk on a 17x17 grid (radius <= 8) or a
     (2r+1)^2 grid, anti-aliased by OpenCV ``GaussianBlur`` (3x3 or 5x5 kernel, sigma
-    ``alias_blur``, BORDER_REFLECT_101).  float64, on the CPU."""
+    ``alias_blur``, BORDER_REFLECT_101), computed directly in float64 (exact zeros outside the
+    blurred disk), on the CPU."""
     if radius <= 8:
         half, ksize = 8, 3
     else:  # the reference uses np.arange(-radius, radius + 1); floor keeps the grid integral
         half, ksize = int(math.floor(radius)), 5
     grid = torch.arange(-half, half + 1, dtype=torch.float64)
     yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    disk = ((xx**2 + yy**2) <= radius**2).to(torch.float64)
-    disk = disk / disk.sum()
+    disk = ((xx**2 + yy**2) <= radius**2).to(torch.float32)
+    disk = (disk / disk.sum()).to(torch.float64)  # normalised in float32, as the reference does
     taps = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
     g = torch.exp(-(taps**2) / (2 * alias_blur**2))
     g = g / g.sum()
-    kernel = torch.outer(g, g)
-    return _ops.correlate2d(disk[None, None], kernel, "mirror")[0, 0]
+    p = ksize // 2
+    padded = F.pad(disk[None, None], (p, p, p, p), mode="reflect")  # BORDER_REFLECT_101
+    return F.conv2d(padded, torch.outer(g, g)[None, None])[0, 0]
+
+
+def crop_support(kernel: torch.Tensor) -> torch.Tensor:
+    """The centred odd-sized square of a symmetric kernel that holds all its non-zero taps."""
+    half = kernel.shape[0] // 2
+    nonzero = kernel.abs().amax(dim=0).nonzero()
+    r = int(half - nonzero.min()) if len(nonzero) else 0
+    return kernel[half - r : half + r + 1, half - r : half + r + 1].contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def disk_terms(radius: float, alias_blur: float) -> tuple:
+    """The cropped disk kernel as a sum of rank-1 terms ``(column taps, row taps)`` (SVD, singular
+    values above 1e-12 of the largest: exact to float64 rounding).  The CIFAR kernels have rank
+    1 or 2 (a point or a square blurred by a separable Gaussian, or a 5-point cross)."""
+    u, s, vh = torch.linalg.svd(crop_support(disk_kernel(radius, alias_blur)))
+    rank = int((s > 1e-12 * s[0]).sum())
+    return tuple((tuple((u[:, i] * s[i]).tolist()), tuple(vh[i].tolist())) for i in range(rank))
+
+
+SEPARABLE_MAX_COST = 256  # rank * (h + w) multiply-adds per pixel for the matrix products
 
 
 @corruption("defocus_blur")
 def defocus_blur(x, params, generator, table):
-    """Convolution with the anti-aliased ``disk`` kernel (OpenCV ``filter2D``, BORDER_REFLECT_101)."""
+    """Convolution with the anti-aliased ``disk`` kernel (OpenCV ``filter2D``, BORDER_REFLECT_101):
+    as a sum of separable passes with banded matrices when the kernel has low rank and the
+    images are small (the CIFAR table), else direct for kernels up to :data:`DIRECT_MAX_SIDE`
+    px wide, else by FFT.  One thread, 32 px: the separable passes are ~9x faster than the direct
+    ``conv2d``, itself ~2x faster than the FFT."""
     radius, alias_blur = params
+    terms = disk_terms(float(radius), float(alias_blur))
+    if len(terms) * sum(x.shape[-2:]) <= SEPARABLE_MAX_COST:
+        return _ops.separable_correlate(x, terms, "mirror")
     kernel = disk_kernel(float(radius), float(alias_blur)).to(x.dtype)
-    return _ops.correlate2d(x, kernel, "mirror")
+    support = crop_support(kernel)
+    if support.shape[0] <= DIRECT_MAX_SIDE:
+        return _ops.conv_same(x, support)
+    # the full grid keeps an FFT-friendly padded size; per cache-sized chunk of images
+    return _ops.map_chunks(lambda chunk: _ops.correlate2d(chunk, kernel, "mirror"), x)
 
 
 @functools.lru_cache(maxsize=32)
@@ -139,7 +177,11 @@ def zoom_blur(x, params, generator, table):
     (reference ``zoom_blur``)."""
     stop, step = params
     zooms = zoom_factors(stop, step)
-    out = torch.zeros_like(x)
-    for z in zooms:
-        out += _ops.clipped_zoom(x, float(z))
-    return (x + out) / (len(zooms) + 1)
+
+    def one(chunk):  # on cache-sized chunks of images (see _ops.map_chunks); the reference's order of sums
+        out = _ops.clipped_zoom(chunk, float(zooms[0]))
+        for z in zooms[1:]:
+            out += _ops.clipped_zoom(chunk, float(z))
+        return out.add_(chunk).div_(len(zooms) + 1)
+
+    return _ops.map_chunks(one, x)

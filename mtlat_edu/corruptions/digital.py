@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
@@ -51,22 +52,23 @@ def elastic_transform(x, params, generator, table):
     m = elastic_affine(n, h, w, c2, generator, x.device)
     full = torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64, device=x.device).expand(n, 1, 3)], 1)
     inv = torch.linalg.inv(full)[:, :2]  # cv2.warpAffine samples src at M^-1 (x, y)
+    noise_x = _ops.uniform(-1.0, 1.0, (n, h, w), generator, x.device)  # float32 draws, in the reference's order
+    noise_y = _ops.uniform(-1.0, 1.0, (n, h, w), generator, x.device)
     yy, xx = torch.meshgrid(
         torch.arange(h, dtype=torch.float64, device=x.device),
         torch.arange(w, dtype=torch.float64, device=x.device),
         indexing="ij",
     )
-    sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
-    sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
-    warped = _ops.bilinear_sample(x, sy, sx, "mirror")
 
-    def displacement():
-        noise = _ops.uniform(-1.0, 1.0, (n, h, w), generator, x.device)  # float32 draws
-        return (_ops.gaussian_blur(noise, c1, 3.0, "reflect") * c0).to(torch.float64)
+    def one(chunk, inv, noise_x, noise_y):  # per cache-sized chunk of images, after all the draws
+        sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
+        sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
+        warped = _ops.bilinear_sample(chunk, sy, sx, "mirror")
+        dx = (_ops.gaussian_blur(noise_x, c1, 3.0, "reflect") * c0).to(torch.float64)
+        dy = (_ops.gaussian_blur(noise_y, c1, 3.0, "reflect") * c0).to(torch.float64)
+        return _ops.bilinear_sample(warped, yy + dy, xx + dx, "reflect")
 
-    dx = displacement()
-    dy = displacement()
-    return _ops.bilinear_sample(warped, yy + dy, xx + dx, "reflect")
+    return _ops.map_chunks(one, x, inv, noise_x, noise_y)
 
 
 _PRECISION_BITS = 22  # Pillow's fixed-point resampling (32 - 8 - 2 bits)
@@ -119,22 +121,81 @@ def pillow_box_resize(x255: torch.Tensor, out_h: int, out_w: int) -> torch.Tenso
     return y
 
 
-@corruption("pixelate")
+CODEC_CHUNK_BYTES = 1 << 20  # float input bytes per batched Pillow / libjpeg call (cache-sized)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_upsample_counts(small: int, big: int) -> np.ndarray:
+    """Pillow's BOX resize from ``small`` up to ``big`` pixels copies exactly one source pixel per
+    output pixel (weight 2^22), in order: how many output pixels each source pixel gives."""
+    member, weight = pillow_box_weights(small, big)
+    assert bool((member.sum(1) == 1).all()) and bool((weight == 1 << _PRECISION_BITS).all())
+    return np.bincount(member.argmax(1).numpy(), minlength=small)
+
+
+def pillow_pixelate(x8: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """The reference's two ``PIL.Image.resize(..., BOX)`` calls (down to ``out_h x out_w`` and back)
+    on a uint8 NCHW batch on the CPU, by Pillow itself on the whole batch at once.
+
+    Pillow resizes separably, horizontal pass then vertical pass, each rounded to 8 bits, with
+    coefficients that depend only on the input and output length of the axis, and computes
+    every channel alike.  So stacking every channel of every image as rows of one tall 8-bit
+    ("L") image and resizing only its width is the horizontal pass of every image; setting the
+    images' columns side by side and resizing only the height is the vertical pass.  The way
+    back up copies one source pixel per output pixel (:func:`_box_upsample_counts`), done with
+    ``np.repeat``.  Identical to the per-image reference (tested); the corruption is 1.4-2.3x
+    faster than with the torch port on one CPU thread (32 resp. 224 px)."""
+    from PIL import Image
+
+    n, c, h, w = x8.shape
+    m = n * c
+    a = x8.numpy().reshape(m * h, w)
+    if out_w != w:
+        a = np.asarray(Image.fromarray(a, "L").resize((out_w, m * h), Image.BOX))
+    a = np.ascontiguousarray(a.reshape(m, h, out_w).transpose(1, 0, 2)).reshape(h, m * out_w)
+    if out_h != h:
+        a = np.asarray(Image.fromarray(a, "L").resize((m * out_w, out_h), Image.BOX))
+    a = np.ascontiguousarray(a.reshape(out_h, m, out_w).transpose(1, 0, 2))  # (m, out_h, out_w)
+    a = np.repeat(np.repeat(a, _box_upsample_counts(out_w, w), axis=2), _box_upsample_counts(out_h, h), axis=1)
+    return torch.from_numpy(a).view(n, c, h, w)
+
+
+@corruption("pixelate", in_range=True)
 def pixelate(x, params, generator, table):
-    """Reference ``pixelate``: PIL BOX resize of the 8-bit image to ``int(size * c)`` and back."""
+    """Reference ``pixelate``: PIL BOX resize of the 8-bit image to ``int(size * c)`` and back;
+    by Pillow on the whole batch on the CPU (:func:`pillow_pixelate`), elsewhere with Pillow's
+    exact coefficients and fixed-point rounding in torch (:func:`pillow_box_resize`)."""
     (c,) = params
     h, w = x.shape[-2:]
-    small = pillow_box_resize(_ops.to_uint8_levels(x), int(h * c), int(w * c))
+    small_h, small_w = int(h * c), int(w * c)
+    if x.device.type == "cpu":
+        return _ops.fill_chunks(
+            lambda out, chunk: _ops.from_uint8(pillow_pixelate(_ops.to_uint8(chunk), small_h, small_w), x.dtype, out),
+            x,
+            budget=CODEC_CHUNK_BYTES,
+        )
+    small = pillow_box_resize(_ops.to_uint8_levels(x), small_h, small_w)
     return (pillow_box_resize(small, h, w) / 255.0).to(x.dtype)
 
 
-@corruption("jpeg_compression")
+@corruption("jpeg_compression", in_range=True)
 def jpeg_compression(x, params, generator, table):
     """Reference ``jpeg_compression``: save the 8-bit image as JPEG with quality ``c`` (libjpeg,
     4:2:0 chroma subsampling, as PIL does by default) and decode it, through torchvision's
-    ``encode_jpeg`` / ``decode_jpeg`` on the CPU (libjpeg there too, whatever ``x.device``)."""
+    ``encode_jpeg`` / ``decode_jpeg`` on the CPU (libjpeg there too, whatever ``x.device``).
+
+    Measured on one CPU thread, this batched libjpeg call is about 3.5x faster than PIL image
+    by image at 32 px and about even at 224 px (docs/corruptions.md).  torchvision 0.29 deprecates its codecs in favour of TorchCodec
+    (it warns once); PIL per image is the fallback once they are gone."""
     (q,) = params
-    x8 = _ops.to_uint8_levels(x).to(device="cpu", dtype=torch.uint8)
-    encoded = encode_jpeg(list(x8.unbind(0)), quality=int(round(q)))
-    decoded = decode_jpeg(encoded, device="cpu")
-    return (torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0)
+    quality = int(round(q))
+
+    def one(out, chunk):  # per cache-sized chunk of images
+        x8 = _ops.to_uint8(chunk)
+        decoded = decode_jpeg(encode_jpeg(list(x8.unbind(0)), quality=quality), device="cpu")
+        if len(decoded) == 1:
+            _ops.from_uint8(decoded[0], x.dtype, out[0])
+        else:
+            _ops.from_uint8(torch.stack(decoded), x.dtype, out)
+
+    return _ops.fill_chunks(one, x.to("cpu"), budget=CODEC_CHUNK_BYTES).to(x.device)

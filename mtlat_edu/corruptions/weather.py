@@ -28,11 +28,15 @@ def snow(x, params, generator, table):
     layer = _ops.truncate_uint8(layer.clamp(0, 1) * 255.0)
     angles = _ops.uniform(-135.0, -45.0, (n,), generator, x.device)
     layer = _ops.imagemagick_to_uint8(_ops.motion_blur(layer, radius, sigma, angles)) / 255.0
-    x = weight * x + (1 - weight) * torch.maximum(x, _ops.rgb_to_gray(x) * 1.5 + 0.5)
-    return x + layer + torch.flip(layer, dims=(-2, -1))
+
+    def blend(chunk, flakes):  # per cache-sized chunk of images, after all the draws
+        whitened = weight * chunk + (1 - weight) * torch.maximum(chunk, _ops.rgb_to_gray(chunk) * 1.5 + 0.5)
+        return whitened.add_(flakes).add_(torch.flip(flakes, dims=(-2, -1)))
+
+    return _ops.map_chunks(blend, x, layer)
 
 
-@corruption("frost")
+@corruption("frost", in_range=True)
 def frost(x, params, generator, table):
     """Reference ``frost``: ``c0 * x + c1 * crop`` where ``crop`` is a random crop of one of five
     frost pictures (shrunk to a fifth for the CIFAR table).  The pictures are replaced by the
@@ -50,8 +54,14 @@ def frost(x, params, generator, table):
         (k, c, size_h - h + 1, size_w - w + 1, h, w),
         (c * size_h * size_w, size_h * size_w, size_w, 1, size_w, 1),
     )
-    crop = windows[idx, :, top, left]  # (n, 3, h, w)
-    return c_img * x + c_frost * crop
+    # pick one window per image, per cache-sized chunk of images (after all the draws)
+    return _ops.fill_chunks(
+        lambda out, chunk, i, t, l: torch.mul(chunk, c_img, out=out).add_(windows[i, :, t, l].mul_(c_frost)).clamp_(0, 1),
+        x, idx, top, left,
+    )  # fmt: skip
+
+
+PLASMA_CHUNK_BYTES = 1 << 21  # float64 height maps per chunk of the recursion
 
 
 def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator, device) -> torch.Tensor:
@@ -61,34 +71,38 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator, device) 
     step the square centres, then the two sets of diamond centres, get the mean of their four
     neighbours (with wrap-around) plus ``wibble * U(-wibble, wibble)``; ``wibble`` starts at 100
     and is divided by ``wibbledecay`` per halving of the step.  The draws are made in exactly
-    that order, one (n, k, k) block per fill.
+    that order, one (n, k, k) block per fill, all before the recursion, which then runs on
+    chunks of :data:`PLASMA_CHUNK_BYTES` of maps (cache-sized).
     """
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize: must be a power of two, got {mapsize}")
-    m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=device)
-    step = mapsize
-    wibble = 100.0
-
-    def wibbled_mean(total):
-        noise = _ops.uniform(-wibble, wibble, total.shape, generator, device).to(torch.float64)
-        return total / 4 + wibble * noise
-
+    levels = []  # (step, wibble, three (n, k, k) noise blocks)
+    step, wibble = mapsize, 100.0
     while step >= 2:
-        half = step // 2
-        corners = m[:, 0:mapsize:step, 0:mapsize:step]
-        square = corners + torch.roll(corners, -1, dims=1)
-        square = square + torch.roll(square, -1, dims=2)
-        m[:, half:mapsize:step, half:mapsize:step] = wibbled_mean(square)
-        dr = m[:, half:mapsize:step, half:mapsize:step]
-        ul = m[:, 0:mapsize:step, 0:mapsize:step]
-        lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
-        m[:, 0:mapsize:step, half:mapsize:step] = wibbled_mean(lt)
-        tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
-        m[:, half:mapsize:step, 0:mapsize:step] = wibbled_mean(tt)
+        k = mapsize // step
+        levels.append((step, wibble, [_ops.uniform(-wibble, wibble, (n, k, k), generator, device) for _ in range(3)]))
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin(dim=(1, 2), keepdim=True)
-    return m / m.amax(dim=(1, 2), keepdim=True)
+    out = torch.empty(n, mapsize, mapsize, dtype=torch.float64, device=device)
+    per_chunk = max(1, PLASMA_CHUNK_BYTES // (8 * mapsize * mapsize))
+    for a in range(0, n, per_chunk):
+        m = out[a : a + per_chunk].zero_()
+        for step, wibble, noise in levels:
+            half = step // 2
+            sq, lt_noise, tt_noise = (v[a : a + per_chunk].to(torch.float64) for v in noise)
+            corners = m[:, 0:mapsize:step, 0:mapsize:step]
+            square = corners + torch.roll(corners, -1, dims=1)
+            square = square + torch.roll(square, -1, dims=2)
+            m[:, half:mapsize:step, half:mapsize:step] = square / 4 + wibble * sq
+            dr = m[:, half:mapsize:step, half:mapsize:step]
+            ul = m[:, 0:mapsize:step, 0:mapsize:step]
+            lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
+            m[:, 0:mapsize:step, half:mapsize:step] = lt / 4 + wibble * lt_noise
+            tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
+            m[:, half:mapsize:step, 0:mapsize:step] = tt / 4 + wibble * tt_noise
+        m -= m.amin(dim=(1, 2), keepdim=True)
+        m /= m.amax(dim=(1, 2), keepdim=True)
+    return out
 
 
 def plasma_size(h: int, w: int) -> int:
@@ -97,14 +111,16 @@ def plasma_size(h: int, w: int) -> int:
     return 1 << (side - 1).bit_length()
 
 
-@corruption("fog")
+@corruption("fog", in_range=True)
 def fog(x, params, generator, table):
     """Reference ``fog``: ``(x + c0 * plasma) * max / (max + c0)``, ``max`` = the image's maximum."""
     c0, decay = params
     n, _, h, w = x.shape
     plasma = plasma_fractal(n, plasma_size(h, w), decay, generator, x.device)[:, None, :h, :w].to(x.dtype)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + c0 * plasma) * peak / (peak + c0)
+    return _ops.fill_chunks(
+        lambda out, chunk, p, m: torch.add(chunk, p * c0, out=out).mul_(m).div_(m + c0).clamp_(0, 1), x, plasma, peak
+    )
 
 
 @corruption("brightness")

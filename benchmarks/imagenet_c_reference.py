@@ -1,4 +1,7 @@
-"""Per-image NumPy/SciPy port of the ImageNet-C / CIFAR-10-C reference corruptions (test oracle).
+"""Per-image NumPy/SciPy port of the ImageNet-C / CIFAR-10-C reference corruptions.
+
+The reference that ``tests/test_corruptions.py`` checks ``mtlat_edu.corruptions`` against (as a
+test oracle) and that ``python -m benchmarks.corruptions`` times them against.
 
 A straightforward, loop-per-image transcription of Hendrycks & Dietterich's definitions
 (github.com/hendrycks/robustness: ``ImageNet-C/create_c/make_imagenet_c.py`` and
@@ -151,9 +154,19 @@ class TorchRNG:
         return self._draw(lambda s: torch.randint(low, high, s, generator=self.g), size)
 
     def poisson(self, lam):
-        lam = np.asarray(lam)
-        t = torch.from_numpy(np.ascontiguousarray(lam.transpose(2, 0, 1))).float()
-        return torch.poisson(t, generator=self.g).permute(1, 2, 0).numpy().astype(np.float64)
+        """Inverse-CDF Poisson draws as ``mtlat_edu.corruptions._ops.poisson_8bit`` makes them:
+        one float64 uniform per value in CHW order, drawn in chunks of ``POISSON_CHUNK``, turned
+        into counts here by SciPy's own inverse CDF (``poisson.ppf``)."""
+        from scipy.stats import poisson
+
+        from mtlat_edu.corruptions._ops import POISSON_CHUNK
+
+        lam = np.asarray(lam, dtype=np.float64)
+        chw = np.ascontiguousarray(lam.transpose(2, 0, 1)).reshape(-1)
+        u = torch.cat([torch.rand(min(POISSON_CHUNK, chw.size - a), dtype=torch.float64, generator=self.g)
+                       for a in range(0, chw.size, POISSON_CHUNK)]).numpy()
+        k = np.maximum(poisson.ppf(u, chw), 0)  # ppf(0) is -1 in SciPy; P(X <= 0) > 0 = u
+        return k.reshape(lam.shape[2], lam.shape[0], lam.shape[1]).transpose(1, 2, 0)
 
 
 # --------------------------------------------------------------------------- helpers
