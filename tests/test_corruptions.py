@@ -379,6 +379,8 @@ def test_clipped_zoom_is_bilinear_align_corners_on_the_centre_crop():
         up = F.interpolate(crop.double(), size=(h_out, w_out), mode="bilinear", align_corners=True)
         expected = up[..., h_trim : h_trim + 40, w_trim : w_trim + 70].float()
         assert torch.allclose(_ops.clipped_zoom(x, z), expected, atol=1e-5), z
+        rows, cols_t = _ops.zoom_matrices(40, 70, z, torch.float32, torch.device("cpu"))  # zoom_blur <= 64 px
+        assert torch.allclose(rows @ x @ cols_t, expected, atol=1e-5), z
 
 
 def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():

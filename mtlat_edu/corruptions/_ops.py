@@ -439,6 +439,13 @@ def _zoom_plan(h: int, w: int, z: float, dtype: torch.dtype, device: torch.devic
     return i0.to(device), i1.to(device), frac.to(device, dtype)[:, None], blocks
 
 
+@functools.lru_cache(maxsize=512)
+def zoom_matrices(h: int, w: int, z: float, dtype: torch.dtype, device: torch.device):
+    """``clipped_zoom`` by ``z`` of (h, w) images as two dense matrices ``(R, C^T)``:
+    ``zoom(x) = R @ x @ C^T`` (for small images, where two matrix products beat gathers)."""
+    return _zoom_taps_cpu(h, z)[3].to(device, dtype), _zoom_taps_cpu(w, z)[3].T.contiguous().to(device, dtype)
+
+
 def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     """Zoom into the centre of every image by ``z`` >= 1 keeping the size (reference
     ``clipped_zoom``): ``scipy.ndimage.zoom(order=1)`` maps output pixel ``o`` to input

@@ -166,6 +166,9 @@ def motion_blur(x, params, generator, table):
     return _ops.imagemagick_to_uint8(out) / 255.0
 
 
+SMALL_ZOOM_SIDE = 64  # up to this size, zoom blur multiplies dense (h, h) and (w, w) matrices
+
+
 def zoom_factors(stop: float, step: float) -> np.ndarray:
     """``np.arange(1, stop, step)`` exactly as the reference builds its zoom list."""
     return np.arange(1, stop, step)
@@ -177,6 +180,7 @@ def zoom_blur(x, params, generator, table):
     (reference ``zoom_blur``)."""
     stop, step = params
     zooms = zoom_factors(stop, step)
+    h, w = x.shape[-2:]
 
     def one(chunk):  # on cache-sized chunks of images (see _ops.map_chunks); the reference's order of sums
         out = _ops.clipped_zoom(chunk, float(zooms[0]))
@@ -184,4 +188,15 @@ def zoom_blur(x, params, generator, table):
             out += _ops.clipped_zoom(chunk, float(z))
         return out.add_(chunk).div_(len(zooms) + 1)
 
-    return _ops.map_chunks(one, x)
+    def one_small(chunk):  # small images: each zoom as two matrix products, accumulated in place
+        out = None
+        for z in zooms:
+            rows, cols_t = _ops.zoom_matrices(h, w, float(z), chunk.dtype, chunk.device)
+            zoomed_rows = torch.matmul(rows, chunk)
+            if out is None:
+                out = torch.matmul(zoomed_rows, cols_t)
+            else:
+                out.view(-1, w).addmm_(zoomed_rows.view(-1, w), cols_t)
+        return out.add_(chunk).div_(len(zooms) + 1)
+
+    return _ops.map_chunks(one_small if max(h, w) <= SMALL_ZOOM_SIDE else one, x)
