@@ -398,6 +398,23 @@ def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
             assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), ref), (c, i)
 
 
+def test_frost_is_the_weighted_sum_with_a_random_window_at_both_sizes():
+    """Small images take one gather of windows, large ones a slice per image: both are
+    ``c0 * x + c1 * window`` with the window drawn (picture, top, left) from the generator."""
+    for side, table in ((32, "cifar"), (136, "imagenet")):
+        x = torch.rand(3, 3, side, side, generator=gen(10))
+        c_img, c_frost = (CIFAR if table == "cifar" else IMAGENET)["frost"][2]
+        layers = frost_stack(table, side, side, "cpu", torch.float32)
+        g = gen(11)
+        idx = torch.randint(0, NUM_TEXTURES, (3,), generator=g)
+        top = torch.randint(0, layers.shape[-2] - side, (3,), generator=g)
+        left = torch.randint(0, layers.shape[-1] - side, (3,), generator=g)
+        y = corrupt(x, "frost", 3, gen(11), table)
+        for k in range(3):
+            window = layers[idx[k], :, top[k] : top[k] + side, left[k] : left[k] + side]
+            assert torch.equal(y[k], (c_img * x[k] + c_frost * window).clamp(0, 1)), (side, k)
+
+
 def test_chunked_paths_equal_whole_batch(monkeypatch):
     """Cache-sized chunks are an implementation detail: results do not depend on the chunk size."""
     from mtlat_edu.corruptions import digital, weather

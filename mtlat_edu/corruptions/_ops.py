@@ -197,7 +197,12 @@ def separable_correlate(x: torch.Tensor, terms, mode: str) -> torch.Tensor:
 
 def gaussian_matrix(n, sigma, truncate, mode, device, dtype) -> torch.Tensor:
     """``M`` with ``M @ v`` = 1-D Gaussian filter of ``v`` (length ``n``) as SciPy computes it."""
-    return _gaussian_matrix_cpu(int(n), float(sigma), float(truncate), mode).to(device=device, dtype=dtype)
+    return _gaussian_matrix_as(int(n), float(sigma), float(truncate), mode, torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian_matrix_as(n: int, sigma: float, truncate: float, mode: str, device: torch.device, dtype) -> torch.Tensor:
+    return _gaussian_matrix_cpu(n, sigma, truncate, mode).to(device=device, dtype=dtype)
 
 
 def gaussian_taps(sigma: float, truncate: float) -> torch.Tensor:
@@ -365,7 +370,7 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     step = chunk_size(x)
     for c0 in range(0, n, step):
         c1 = min(n, c0 + step)
-        src = pad(xs[c0:c1], top, bottom, left, right, "nearest")
+        src = F.pad(xs[c0:c1], (left, right, top, bottom), mode="replicate")  # = pad(..., "nearest")
         acc = out[c0:c1]
         acc.copy_(src[..., top : top + h, left : left + w]).mul_(weights[0])  # tap 0: offset (0, 0)
         for i in range(1, len(weights)):
@@ -489,7 +494,9 @@ def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
         align, pm = True, ("reflection" if mode == "mirror" else "border")
     else:
         raise ValueError(f"mode: expected 'reflect', 'mirror' or 'nearest', got {mode!r}")
-    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    grid = torch.empty(gx.shape + (2,), dtype=x.dtype, device=x.device)
+    grid[..., 0] = gx
+    grid[..., 1] = gy
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=pm, align_corners=align)
 
 

@@ -55,10 +55,17 @@ def frost(x, params, generator, table):
         (c * size_h * size_w, size_h * size_w, size_w, 1, size_w, 1),
     )
     # pick one window per image, per cache-sized chunk of images (after all the draws)
-    return _ops.fill_chunks(
-        lambda out, chunk, i, t, l: torch.mul(chunk, c_img, out=out).add_(windows[i, :, t, l].mul_(c_frost)).clamp_(0, 1),
-        x, idx, top, left,
-    )  # fmt: skip
+    if h * w < 128 * 128:  # small images: one gather of many windows
+        return _ops.fill_chunks(
+            lambda out, chunk, i, t, l: torch.mul(chunk, c_img, out=out).add_(windows[i, :, t, l].mul_(c_frost)).clamp_(0, 1),
+            x, idx, top, left,
+        )  # fmt: skip
+    out = torch.empty_like(x)  # large images: image by image, the window as a plain slice
+    scratch = torch.empty_like(x[0])
+    for k, (i, t, l) in enumerate(zip(idx.tolist(), top.tolist(), left.tolist())):
+        frost_k = torch.mul(layers[i, :, t : t + h, l : l + w], c_frost, out=scratch)
+        torch.mul(x[k], c_img, out=out[k]).add_(frost_k).clamp_(0, 1)
+    return out
 
 
 PLASMA_CHUNK_BYTES = 1 << 21  # float64 height maps per chunk of the recursion
