@@ -121,7 +121,7 @@ def pillow_box_resize(x255: torch.Tensor, out_h: int, out_w: int) -> torch.Tenso
     return y
 
 
-CODEC_CHUNK_BYTES = 1 << 20  # float input bytes per batched Pillow / libjpeg call (cache-sized)
+CODEC_CHUNK_BYTES = 1 << 22  # float input bytes per batched Pillow / libjpeg call (measured: 4 MiB best at 224 px)
 
 
 @functools.lru_cache(maxsize=64)
