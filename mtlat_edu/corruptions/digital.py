@@ -185,9 +185,9 @@ def jpeg_compression(x, params, generator, table):
     ``encode_jpeg`` / ``decode_jpeg`` on the CPU (libjpeg there too, whatever ``x.device``).
 
     Measured on one CPU thread, this batched libjpeg call is about 3.5x faster than PIL image
-    by image at 32 px and about even at 224 px (docs/corruptions.md).  torchvision 0.29 deprecates its codecs in favour of TorchCodec
-    (it warns once); PIL image by image (identical output, slower at 32 px) is the replacement to
-    use once they are gone."""
+    by image at 32 px and about even at 224 px (docs/corruptions.md).  torchvision 0.29
+    deprecates its codecs in favour of TorchCodec (it warns once); PIL image by image (identical
+    output, slower at 32 px) is the replacement to use once they are gone."""
     (q,) = params
     quality = int(round(q))
 
