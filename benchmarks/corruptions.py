@@ -200,17 +200,19 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
             Image.fromarray(img).save(out, "JPEG", quality=quality)
             np.asarray(Image.open(out))
 
-    rows = [
-        ("random numbers, torch.rand float32 (one per value)", _median_time(lambda: torch.rand(x.shape, generator=g), rounds)),
-        ("random numbers, NumPy random() float64 (one per value)", _median_time(lambda: rng.random(x.shape), rounds)),
-        ("random numbers, torch.rand float64 (one per value)", _median_time(lambda: torch.rand(x.shape, generator=g, dtype=torch.float64), rounds)),
-        ("torch.poisson(x * c) (c of severity 3)", _median_time(lambda: torch.poisson(x * (100 if table == 'cifar' else 12), generator=g), rounds)),
-        ("one elementwise op into a fresh tensor (x * 2)", _median_time(lambda: x * 2, rounds)),
-        ("one elementwise op into an existing tensor", _median_time(lambda: torch.mul(x, 2, out=buf), rounds)),
-        ("libjpeg encode + decode of the batch (torchvision)", _median_time(lambda: decode_jpeg(encode_jpeg(list(x8.unbind(0)), quality=quality)), rounds)),
-        ("PIL JPEG save + open, image by image", _median_time(pil_jpeg, rounds)),
-        ("Pillow BOX resizes of the batch (uint8 in and out)", _median_time(lambda: pillow_pixelate(x8, small, small), rounds)),
-    ]
+    rate = 100 if table == "cifar" else 12
+    ingredients = {
+        "random numbers, torch.rand float32 (one per value)": lambda: torch.rand(x.shape, generator=g),
+        "random numbers, NumPy random() float64 (one per value)": lambda: rng.random(x.shape),
+        "random numbers, torch.rand float64 (one per value)": lambda: torch.rand(x.shape, generator=g, dtype=torch.float64),
+        "torch.poisson(x * c) (c of severity 3)": lambda: torch.poisson(x * rate, generator=g),
+        "one elementwise op into a fresh tensor (x * 2)": lambda: x * 2,
+        "one elementwise op into an existing tensor": lambda: torch.mul(x, 2, out=buf),
+        "libjpeg encode + decode of the batch (torchvision)": lambda: decode_jpeg(encode_jpeg(list(x8.unbind(0)), quality=quality)),
+        "PIL JPEG save + open, image by image": pil_jpeg,
+        "Pillow BOX resizes of the batch (uint8 in and out)": lambda: pillow_pixelate(x8, small, small),
+    }
+    rows = [(label, _median_time(fn, rounds)) for label, fn in ingredients.items()]
     rows += [(f"whole corruption: {name}", whole(name)) for name in ("impulse_noise", "shot_noise", "jpeg_compression", "pixelate")]
     print(f"\n== what bounds the slowest corruptions, {size} px, {n} images, one thread, median of {rounds} ==")
     for label, sec in rows:

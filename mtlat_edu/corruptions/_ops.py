@@ -116,7 +116,8 @@ def poisson_8bit(levels: torch.Tensor, c: float, generator) -> torch.Tensor:
         left = (torch.take(cdf, idx) <= u).nonzero().view(-1)
         if left.numel():
             rows = j[left]
-            idx[left] = torch.searchsorted(cdf.view(256, k_max)[rows], u[left, None], right=True).view(-1) + rows * k_max
+            found = torch.searchsorted(cdf.view(256, k_max)[rows], u[left, None], right=True).view(-1)
+            idx[left] = found + rows * k_max
         out[a : a + POISSON_CHUNK] = idx.sub_(j * k_max)
     return out.view(levels.shape)
 

@@ -56,10 +56,11 @@ def frost(x, params, generator, table):
     )
     # pick one window per image, per cache-sized chunk of images (after all the draws)
     if h * w < 128 * 128:  # small images: one gather of many windows
-        return _ops.fill_chunks(
-            lambda out, chunk, i, t, l: torch.mul(chunk, c_img, out=out).add_(windows[i, :, t, l].mul_(c_frost)).clamp_(0, 1),
-            x, idx, top, left,
-        )  # fmt: skip
+
+        def blend(out, chunk, i, t, l):
+            torch.mul(chunk, c_img, out=out).add_(windows[i, :, t, l].mul_(c_frost)).clamp_(0, 1)
+
+        return _ops.fill_chunks(blend, x, idx, top, left)
     out = torch.empty_like(x)  # large images: image by image, the window as a plain slice
     scratch = torch.empty_like(x[0])
     for k, (i, t, l) in enumerate(zip(idx.tolist(), top.tolist(), left.tolist())):
