@@ -47,6 +47,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "07_attacks.ipynb",
     "08_benchmark.ipynb",
     "09_labeling_ablation.ipynb",
+    "10_beyond_the_paper.ipynb",
 )
 
 KERNEL_NAME = "python3"

@@ -86,7 +86,7 @@ def test_notebook_runs(key, course_run):
     assert not list(_outputs(nb, "error"))
     results = course_run["out"] / _executed(course_run, key).stem
     assert results.is_dir() and any(results.iterdir()), f"notebook {key} saved no results in {results}"
-    if key in ("02", "03", "06"):  # the slider notebooks: a live widget and its static figure
+    if key in ("02", "03", "06", "10"):  # the slider notebooks: a live widget and its static figure
         assert any(WIDGET_MIME in o.get("data", {}) for _, o in _outputs(nb)), f"{key}: no widget displayed"
         assert any("image/png" in o.get("data", {}) for _, o in _outputs(nb)), f"{key}: no figure"
     if key == "01":
@@ -105,6 +105,10 @@ def test_notebook_runs(key, course_run):
         assert all(c["verdict"] == "within_noise" for c in claims["claims"]), claims["claims"]
     if key == "09":
         assert (results / "complementarity.json").exists()
+    if key == "10":  # the future-work methods: k = 1 is FGSM; the committed multi-seed comparison was read
+        assert json.loads((results / "pgd_steps.json").read_text())["k1_equals_fgsm"] is True
+        verdicts = json.loads((results / "comparison_verdicts.json").read_text())
+        assert set(verdicts) >= {"mtlat_pgd", "manifold_mtlat"}
 
 
 def test_training_happened_once(course_run):
