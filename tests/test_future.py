@@ -297,10 +297,9 @@ def test_a_checkpoint_saved_before_the_new_options_still_resumes(tmp_path):
 
 @pytest.mark.parametrize("name", FUTURE_METHODS)
 def test_future_methods_learn_the_generated_dataset(name):
-    cfg = TrainConfig(method=name, model="small_cnn", dataset="synthetic", epochs=2, batch_size=64,
-                      train_limit=1200, test_limit=300)
-    res = fit(cfg, progress=False)
-    assert res.test_acc > 0.25, f"{name}: test accuracy {res.test_acc} is near chance (0.10)"
+    """The same check as the paper's rows (tests/test_methods.py), on the two new methods."""
+    import test_methods
+    test_methods.test_each_method_learns_the_generated_dataset(name)
 
 
 # ---------------------------------------------------------------------------------------------
