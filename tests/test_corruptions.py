@@ -398,6 +398,36 @@ def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
             assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), ref), (c, i)
 
 
+def test_uint8_conversions_by_numpy_equal_torch():
+    """On the CPU the 8-bit conversions go through NumPy; they must give torch's own levels and
+    floats: ``round(255 x)`` (half to even) and ``float(j) / 255`` in the float dtype; the
+    8-bit grid test of shot noise finds the levels, or None for other values."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.rand(30, 3, 17, 19, generator=gen(12), dtype=dtype)
+        x[0, 0, 0, :6] = torch.tensor([0.0, 1.0, 0.5 / 255, 1.5 / 255, 254.5 / 255, 0.25], dtype=dtype)
+        levels = torch.mul(x, 255.0).round_().to(torch.uint8)
+        assert torch.equal(_ops.to_uint8(x), levels), dtype
+        assert torch.equal(_ops.to_uint8(x[:, :, :, 2:9]), levels[:, :, :, 2:9]), dtype  # strided: torch path
+        assert _ops.to_uint8(x[:1, :, :, :1].expand(1, 3, 17, 1))[0, 0, 3, 0] == levels[0, 0, 3, 0]
+        assert torch.equal(_ops.levels_8bit(levels.to(dtype) / 255), levels), dtype  # 8-bit images
+        assert _ops.levels_8bit(x) is None and _ops.levels_8bit(x[:, :, :, 2:9]) is None, dtype  # off the grid
+        j = torch.arange(256, dtype=torch.uint8).repeat(6).view(6, 1, 16, 16)
+        assert torch.equal(_ops.from_uint8(j, dtype), j.to(dtype).div_(255.0)), dtype
+        out = torch.empty(6, 1, 16, 16, dtype=dtype)
+        assert _ops.from_uint8(j, dtype, out) is out and torch.equal(out, j.to(dtype).div_(255.0)), dtype
+
+
+def test_batched_plasma_fractal_equals_the_reference_map_by_map():
+    """One map at a time the batched diamond-square recursion is the reference's, bit for bit,
+    given the same uniform draws (the oracle replays them through ``TorchRNG``)."""
+    from mtlat_edu.corruptions.weather import plasma_fractal
+
+    for mapsize, decay in ((32, 2.0), (256, 1.7)):
+        ours = plasma_fractal(1, mapsize, decay, gen(13), torch.device("cpu"))[0]
+        ref = oracle.plasma_fractal(mapsize, decay, oracle.TorchRNG(gen(13)))
+        assert np.array_equal(ours.numpy(), ref), mapsize
+
+
 def test_frost_is_the_weighted_sum_with_a_random_window_at_both_sizes():
     """Small images take one gather of windows, large ones a slice per image: both are
     ``c0 * x + c1 * window`` with the window drawn (picture, top, left) from the generator."""

@@ -97,17 +97,18 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator, device) 
         m = out[a : a + per_chunk].zero_()
         for step, wibble, noise in levels:
             half = step // 2
-            sq, lt_noise, tt_noise = (v[a : a + per_chunk].to(torch.float64) for v in noise)
-            corners = m[:, 0:mapsize:step, 0:mapsize:step]
-            square = corners + torch.roll(corners, -1, dims=1)
-            square = square + torch.roll(square, -1, dims=2)
-            m[:, half:mapsize:step, half:mapsize:step] = square / 4 + wibble * sq
-            dr = m[:, half:mapsize:step, half:mapsize:step]
-            ul = m[:, 0:mapsize:step, 0:mapsize:step]
-            lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
-            m[:, 0:mapsize:step, half:mapsize:step] = lt / 4 + wibble * lt_noise
-            tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
-            m[:, half:mapsize:step, 0:mapsize:step] = tt / 4 + wibble * tt_noise
+            sq, lt_noise, tt_noise = (v[a : a + per_chunk].to(torch.float64).mul_(wibble) for v in noise)
+            ul = m[:, 0:mapsize:step, 0:mapsize:step].clone()  # the corners, untouched at this step
+            dr = ul + torch.roll(ul, -1, dims=1)  # square centres: mean of 4 corners + wibble * U
+            dr += torch.roll(dr, -1, dims=2)
+            dr.div_(4).add_(sq)
+            m[:, half:mapsize:step, half:mapsize:step] = dr
+            lt = dr + torch.roll(dr, 1, dims=1)  # diamond centres, same sums in the reference's order
+            lt.add_(ul).add_(torch.roll(ul, -1, dims=2))
+            m[:, 0:mapsize:step, half:mapsize:step] = lt.div_(4).add_(lt_noise)
+            tt = dr + torch.roll(dr, 1, dims=2)
+            tt.add_(ul).add_(torch.roll(ul, -1, dims=1))
+            m[:, half:mapsize:step, 0:mapsize:step] = tt.div_(4).add_(tt_noise)
         m -= m.amin(dim=(1, 2), keepdim=True)
         m /= m.amax(dim=(1, 2), keepdim=True)
     return out
