@@ -174,8 +174,10 @@ def test_the_training_step_does_not_revalidate(monkeypatch):
             if hasattr(mod, name):
                 monkeypatch.setattr(mod, name, lambda *a, _n=name, **k: calls.append(_n))
     x, y = torch.rand(8, 3, 8, 8), torch.arange(8)
+    model = tiny_model()
+    model.mix_points = (model.net[0], model.net[1])     # manifold_mtlat's hidden layers 1 and 2 (as build_model)
     for name in METHODS:
-        METHODS[name](M, x, y, cfg, torch.Generator().manual_seed(0), validate=False)
+        METHODS[name](model, x, y, cfg, torch.Generator().manual_seed(0), validate=False)
     assert calls == []
 
 
