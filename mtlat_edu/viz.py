@@ -189,12 +189,6 @@ def mixup_figure(x1, x2, x_mix, y_mix, classes: Sequence[str] | None, lam: float
 # ---------------------------------------------------------------------------------------------
 # adversarial examples (eq. 2-6)
 
-def prediction_bars(probs: Mapping[str, object], classes: Sequence[str] | None = None,
-                    highlight: Mapping[int, str] | None = None) -> Figure:
-    """The model's softmax outputs side by side: ``{"before": p, "after": p_adv}``."""
-    return label_bars(probs, classes, highlight)
-
-
 def fgsm_figure(x, x_adv, probs_clean, probs_adv, classes: Sequence[str] | None, eps: float,
                 y_true: int, target: int | None = None, title: str | None = None) -> Figure:
     """Image, amplified perturbation, adversarial image and the predictions before and after."""

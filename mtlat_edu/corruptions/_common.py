@@ -99,7 +99,6 @@ def corruption(name: str, imagenet_c: bool = True, in_range: bool = False) -> Ca
             out = out.clamp_(0, 1) if fresh else out.clamp(0, 1)
             return out.to(x.dtype)
 
-        fn.corruption_name = name
         return fn
 
     return deco

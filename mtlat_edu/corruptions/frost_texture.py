@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ops
+from ._tables import CIFAR_FROST_SCALE
 
 NUM_TEXTURES = 5  # the reference draws np.random.randint(5): only five of its six pictures are used
 BASE_SIZE = 640  # side of the full-resolution textures (the CIFAR table shrinks them by 5)
@@ -148,7 +149,7 @@ def texture_size(table: str, side: int) -> int:
 def _stack_cpu(table: str, side: int) -> torch.Tensor:
     size = texture_size(table, side)
     if table == "cifar":
-        return torch.stack([resize_like_cv2(frost_texture(i, size), 0.2) for i in range(NUM_TEXTURES)])
+        return torch.stack([resize_like_cv2(frost_texture(i, size), CIFAR_FROST_SCALE) for i in range(NUM_TEXTURES)])
     return torch.stack([frost_texture(i, size) for i in range(NUM_TEXTURES)])
 
 
