@@ -27,18 +27,16 @@ import io
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mtlat_edu.corruptions import ALL, IMAGENET_C, corrupt
 from mtlat_edu.corruptions.frost_texture import NUM_TEXTURES, frost_texture, texture_size
+from mtlat_edu.data import SHARED_CIFAR as CIFAR_DIR
 
 from . import imagenet_c_reference as reference
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 DEFAULT_IMAGES = {32: 256, 224: 16}
 DEFAULT_GLASS_IMAGES = {32: 64, 224: 2}
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+from mtlat_edu.data import SHARED_CIFAR  # the one place that knows where the shared copy lives
 
 
 @pytest.fixture(scope="session")

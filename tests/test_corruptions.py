@@ -33,7 +33,7 @@ from mtlat_edu.corruptions._common import interpolate_levels  # noqa: E402
 from mtlat_edu.corruptions._tables import CIFAR, IMAGENET  # noqa: E402
 from mtlat_edu.corruptions.frost_texture import NUM_TEXTURES, frost_stack, frost_texture, texture_size  # noqa: E402
 
-CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
+from mtlat_edu.data import SHARED_CIFAR as CIFAR_DIR  # noqa: E402
 DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel")
 
