@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -112,6 +113,17 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def json_ready(obj):
+    """``obj`` as strict JSON can hold it: NaN and inf -> None, tuples -> lists, keys -> str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
 
 
 def read_json(path, default=None, remedy: str = "delete it to rebuild it"):

@@ -214,17 +214,14 @@ def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig"
     ``cfg.seed``, batch ``cfg.eval_batch_size``), so an evaluation of the saved model with those
     settings on the same images gives the same numbers. No training random stream is touched.
     """
+    from .attacks import eval_mode
     from .benchmark.suite import measure_cell
     cells = [("tracked_clean_acc", "clean", 0)] + [(f"tracked_{a}_acc", a, 0) for a in cfg.track_attacks]
     if cfg.track_corruption:
         cells.append(("tracked_corruption_acc", cfg.track_corruption, TRACK_SEVERITY))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         record = {key: measure_cell(model, data, pert, sev, seed=cfg.seed, batch_size=cfg.eval_batch_size,
                                     device=device) / len(data) for key, pert, sev in cells}
-    finally:
-        model.train(was_training)
     return {"tracked_images": len(data), **record}
 
 

@@ -168,10 +168,9 @@ def test_cli_train_seeds(tmp_path, capsys):
 def test_claims_lines_read_back_from_json(tmp_path):
     """claims.json stores NaN (one seed: no standard error) as null; the printed lines read it back."""
     from mtlat_edu import io as mio
-    from mtlat_edu.benchmark.command import _finite
     report = C.check_claims(_tables({"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "mixup": 0.1, "tlat": 0.05},
                                     seeds=(0,)))
-    back = mio.read_json(mio.write_json(tmp_path / "claims.json", _finite(report)))
+    back = mio.read_json(mio.write_json(tmp_path / "claims.json", mio.json_ready(report)))
     assert back["claims"][0]["measured"]["se"] is None
     lines = C.claims_lines(back)
     assert lines[1].startswith("(a) within_noise") and lines[1].endswith("difference +2.00 (2 SE = n/a)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -266,24 +265,13 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
     profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
     claims = check_claims(tables, profile_info)
-    files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, _finite(claims))
+    files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, mio.json_ready(claims))
     if files_res:
         from .corruption_files import write_corruption_files
         files.update(write_corruption_files(files_res, out_root, mean))
     md = (out_root / "tables.md").read_text(encoding="utf-8")
     return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
                           per_seed=tables, suites=suites, claims=claims)
-
-
-def _finite(obj):
-    """JSON-ready: NaN and inf -> None, tuples -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -140,7 +140,6 @@ def load_comparison(folder, reference: str = "mtlat", methods: Sequence[str] | N
 def write_comparison(folder, reference: str = "mtlat", methods: Sequence[str] | None = None) -> dict:
     """:func:`load_comparison`, written as ``comparison.json`` and ``comparison.md`` into ``folder``."""
     report = load_comparison(folder, reference, methods)
-    from .command import _finite
-    mio.write_json(Path(folder) / COMPARISON_JSON, _finite(report))
+    mio.write_json(Path(folder) / COMPARISON_JSON, mio.json_ready(report))
     mio.write_text(Path(folder) / COMPARISON_MD, comparison_markdown(report, report["bench_step"]))
     return report

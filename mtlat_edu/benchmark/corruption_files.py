@@ -42,9 +42,10 @@ from tqdm.auto import tqdm
 from .. import io as mio
 from ..checks import check_int, resolve_device
 from ..corruptions import IMAGENET_C
-from ..data import CIFAR10_CLASSES, IMG_EXTENSIONS, DeviceBatches, ImageData, balanced_indices, decode_files
+from ..attacks import eval_mode
+from ..data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
 from .parts import SEVERITIES
-from .suite import count_correct
+from .suite import measure_cell
 
 CORRUPTIONS: tuple[str, ...] = tuple(IMAGENET_C)  # the 15 of the leaderboards (Hendrycks' file names)
 SOURCES = {
@@ -191,14 +192,6 @@ class CorruptionFilesResult:
         return t
 
 
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, data: ImageData, batch_size: int, device) -> float:
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in DeviceBatches(data, batch_size, device):
-        correct += count_correct(model, x, y)
-    return correct.item() / len(data)
-
-
 def corruption_file_accuracy(models: Mapping[str, torch.nn.Module], root, *, severities=SEVERITIES, classes=None,
                              limit: int | None = None, seed: int = 0, image_size: int | None = None,
                              batch_size: int = 256, device="cpu", progress: bool = True) -> CorruptionFilesResult:
@@ -231,22 +224,17 @@ def corruption_file_accuracy(models: Mapping[str, torch.nn.Module], root, *, sev
         raise ValueError(f"classes: CIFAR-10-C's labels are CIFAR-10's 10 classes, the model has {len(classes)}")
     dev = resolve_device(device)
     sets = cifar10c_sets if layout == "cifar10c" else imagenetc_sets
-    modes = {name: m.training for name, m in models.items()}
     rows = []
-    try:
-        for m in models.values():
-            m.eval()
-        bar = tqdm(total=len(present) * len(severities), desc="corruption files", unit="set", disable=not progress)
-        for c in present:
-            for s, data in sets(root, c, severities, classes, limit, seed, image_size):
-                for name, m in models.items():
-                    rows.append({"model": name, "corruption": c, "severity": s,
-                                 "accuracy": _accuracy(m, data, batch_size, dev), "n_images": len(data)})
-                bar.update(1)
-        bar.close()
-    finally:
-        for name, m in models.items():
-            m.train(modes[name])
+    bar = tqdm(total=len(present) * len(severities), desc="corruption files", unit="set", disable=not progress)
+    for c in present:
+        for s, data in sets(root, c, severities, classes, limit, seed, image_size):
+            for name, m in models.items():
+                with eval_mode(m):  # the benchmark's clean cell: sharded under torchrun
+                    correct = measure_cell(m, data, "clean", batch_size=batch_size, device=dev)
+                rows.append({"model": name, "corruption": c, "severity": s,
+                             "accuracy": correct / len(data), "n_images": len(data)})
+            bar.update(1)
+    bar.close()
     long = pd.DataFrame(rows, columns=["model", "corruption", "severity", "accuracy", "n_images"])
     mean = long.groupby("model", sort=False)["accuracy"].mean().to_dict()
     return CorruptionFilesResult(long, layout, str(root), severities, present, mean)
@@ -285,8 +273,7 @@ def write_corruption_files(results: Mapping[int, CorruptionFilesResult], out_dir
             "training_seeds": list(results), "summary": _records(table),
             "per_seed": {str(k): {"mean_accuracy": r.mean, "wide_percent": _records(r.wide)}
                          for k, r in results.items()}}
-    from .command import _finite
-    mio.write_json(out / FILES_JSON, _finite(blob))
+    mio.write_json(out / FILES_JSON, mio.json_ready(blob))
     what = ("mean over the 15 corruptions x 5 severities (the leaderboard figure)" if first.complete
             else f"mean over the {len(first.corruptions)} corruptions x {len(first.severities)} severities present "
                  "(NOT the leaderboard figure: files missing)")
