@@ -3,7 +3,7 @@
     python -m benchmarks.corruptions [--size 32|224] [--images N] [--severity S] [--rounds R]
                                      [--threads T] [--device cpu|cuda]
 
-Run from the repository root.  For every corruption of :data:`mtlat_edu.corruptions.ALL` and each
+Run from the repository root.  For every corruption of :data:`mtlat_edu.robustness.corruptions.ALL` and each
 image size it times, in the same run, the batched torch function (one call on the whole batch)
 and the per-image NumPy/PIL/SciPy reference (:mod:`benchmarks.imagenet_c_reference`, one image at
 a time, NumPy's global RNG as in Hendrycks & Dietterich's scripts).  Every round times reference
@@ -31,8 +31,8 @@ import time
 import numpy as np
 import torch
 
-from mtlat_edu.corruptions import ALL, IMAGENET_C, corrupt
-from mtlat_edu.corruptions.frost_texture import NUM_TEXTURES, frost_texture, texture_size
+from mtlat_edu.robustness.corruptions import ALL, IMAGENET_C, corrupt
+from mtlat_edu.robustness.corruptions.frost_texture import NUM_TEXTURES, frost_texture, texture_size
 from mtlat_edu.data import SHARED_CIFAR as CIFAR_DIR
 
 from . import imagenet_c_reference as reference
@@ -174,8 +174,8 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
     from PIL import Image
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    from mtlat_edu.corruptions import _ops
-    from mtlat_edu.corruptions.digital import pillow_pixelate
+    from mtlat_edu.robustness.corruptions import _ops
+    from mtlat_edu.robustness.corruptions.digital import pillow_pixelate
 
     table = "cifar" if size <= 64 else "imagenet"
     imgs = (cifar_images(n) if size == 32 else None)

@@ -1,11 +1,11 @@
 """Per-image NumPy/SciPy port of the ImageNet-C / CIFAR-10-C reference corruptions.
 
-The reference that ``tests/test_corruptions.py`` checks ``mtlat_edu.corruptions`` against (as a
+The reference that ``tests/test_corruptions.py`` checks ``mtlat_edu.robustness.corruptions`` against (as a
 test oracle) and that ``python -m benchmarks.corruptions`` times them against.
 
 A straightforward, loop-per-image transcription of Hendrycks & Dietterich's definitions
 (github.com/hendrycks/robustness: ``ImageNet-C/create_c/make_imagenet_c.py`` and
-``make_cifar_c.py``), used to check the batched torch versions in ``mtlat_edu.corruptions``:
+``make_cifar_c.py``), used to check the batched torch versions in ``mtlat_edu.robustness.corruptions``:
 
 * input: one RGB image as an (H, W, 3) uint8 array, like ``np.array(pil_image)``;
 * output: float64 (H, W, 3) in [0, 255] (the reference then casts with ``np.uint8``);
@@ -37,7 +37,7 @@ IMAGENET = "imagenet"
 CIFAR = "cifar"
 
 # --------------------------------------------------------------------------- parameter tables
-# (written out again here, independently of mtlat_edu.corruptions._tables, from the reference)
+# (written out again here, independently of mtlat_edu.robustness.corruptions._tables, from the reference)
 _P = {
     IMAGENET: {
         "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],
@@ -154,12 +154,12 @@ class TorchRNG:
         return self._draw(lambda s: torch.randint(low, high, s, generator=self.g), size)
 
     def poisson(self, lam):
-        """Inverse-CDF Poisson draws as ``mtlat_edu.corruptions._ops.poisson_8bit`` makes them:
+        """Inverse-CDF Poisson draws as ``mtlat_edu.robustness.corruptions._ops.poisson_8bit`` makes them:
         one float64 uniform per value in CHW order, drawn in chunks of ``POISSON_CHUNK``, turned
         into counts here by SciPy's own inverse CDF (``poisson.ppf``)."""
         from scipy.stats import poisson
 
-        from mtlat_edu.corruptions._ops import POISSON_CHUNK
+        from mtlat_edu.robustness.corruptions._ops import POISSON_CHUNK
 
         lam = np.asarray(lam, dtype=np.float64)
         chw = np.ascontiguousarray(lam.transpose(2, 0, 1)).reshape(-1)

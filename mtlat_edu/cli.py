@@ -9,7 +9,7 @@ Examples::
     torchrun --standalone --nproc_per_node=8 -m mtlat_edu train-profile --profile cifar10        # 8 GPUs
 
 Under torchrun, ``train`` and ``evaluate`` join one process group for the command
-(:mod:`mtlat_edu.distributed`); rank 0 alone writes files and prints.
+(:mod:`mtlat_edu.core.distributed`); rank 0 alone writes files and prints.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import re
 import sys
 from pathlib import Path
 
-from . import distributed as D
-from .methods import METHODS
+from mtlat_edu.core import distributed as D
+from mtlat_edu.paper.methods import METHODS
 from .models import MODELS
 from .data import AUGMENTATIONS, DATASETS
 
@@ -32,7 +32,7 @@ def default_run_dir(root, cfg) -> Path:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from mtlat_edu.training.config import TrainConfig
     d = TrainConfig()
     p.add_argument("--method", nargs="+", default=[d.method], choices=list(METHODS),
                    help="one or more training methods (Tables 1-3); each is trained in turn")
@@ -84,8 +84,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from .profiles import check_seeds
-    from .train import TrainConfig, fit
+    from mtlat_edu.training.profiles import check_seeds
+    from mtlat_edu.training import TrainConfig, fit
     seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
     cfgs = [TrainConfig(
         method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
@@ -113,7 +113,7 @@ def cmd_train(args) -> int:
 
 
 def add_train_profile_args(p: argparse.ArgumentParser) -> None:
-    from .profiles import PROFILES
+    from mtlat_edu.training.profiles import PROFILES
     p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (profiles.py)")
     p.add_argument("--runs", default="runs", help="root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
@@ -129,7 +129,7 @@ def add_train_profile_args(p: argparse.ArgumentParser) -> None:
 def cmd_train_profile(args) -> int:
     """Train a profile's runs (every method and seed, and the surrogate) the way ``make reproduce``
     and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
-    from .profiles import get_profile, train_seeds
+    from mtlat_edu.training.profiles import get_profile, train_seeds
     profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
     train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
                 device=args.device, data_mode=args.data_mode, sync_bn=args.sync_bn, compile=args.compile)
@@ -139,7 +139,7 @@ def cmd_train_profile(args) -> int:
 
 
 def cmd_bench_step(argv) -> int:
-    from .bench import build_parser as bench_parser, main as bench_main
+    from mtlat_edu.training.step_cost import build_parser as bench_parser, main as bench_main
     try:
         bench_main(argv)
     except (ValueError, RuntimeError) as exc:
@@ -156,6 +156,46 @@ def cmd_evaluate(args) -> int:
         return run_evaluate(args)
 
 
+def add_reproduce_args(p) -> None:
+    """The arguments of ``mtlat-edu reproduce``."""
+    from mtlat_edu.training.profiles import PROFILES
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES),
+                   help="smoke (generated data, offline, tests), cpu (CIFAR-10 on a CPU; default), cifar10 (GPU), paper")
+    p.add_argument("--out", default=None, help="output folder (default: output/<profile>)")
+    p.add_argument("--notebooks", nargs="+", default=None, metavar="NN",
+                   help="only these notebooks, by number or name prefix (e.g. 02 03); default: all, in order")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
+    p.add_argument("--runs-root", default="runs", help="root of the run folders (<runs-root>/<profile>/<method>/seed<k>)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="training seeds (default: the profile's); with several, the tables show mean ± std and the "
+                        "claims are judged against that spread")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's; CIFAR-10 is found offline)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP/MKL threads of the notebook kernels (1 is fastest on a small shared CPU)")
+    p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: no limit)")
+    p.add_argument("--no-progress", action="store_true", help="a line per notebook instead of a progress bar")
+    p.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
+
+
+def cmd_reproduce(args) -> int:
+    """The body of ``mtlat-edu reproduce``: 0 when every notebook ran, 1 at the first failure."""
+    from mtlat_edu.course.runner import run_notebooks
+    from mtlat_edu.training.profiles import check_seeds
+    seeds = None if args.seeds is None else list(check_seeds(args.seeds))
+    report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
+                           runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
+                           cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
+                           extra_parameters={"seeds": seeds}, progress=not args.no_progress)
+    claims = report.out / "benchmark" / "claims.json"
+    if report.ok and claims.exists():
+        from mtlat_edu.benchmark.claims import claims_lines
+        from mtlat_edu.core import io as mio
+        print("\nThe paper's claims, judged against the spread over training seeds (notebook 08):")
+        print("\n".join(claims_lines(mio.read_json(claims))))
+        print(f"  details: {claims}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlat-edu", description="M-TLAT (ECCV 2020) for learning and research")
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench-step", help="time a training step per method (ratio to standard)", add_help=False)
     from .benchmark.command import add_evaluate_args
     add_evaluate_args(sub.add_parser("evaluate", help="robustness benchmark of trained models (Tables 1-3)"))
-    from .course import add_reproduce_args
     add_reproduce_args(sub.add_parser("reproduce", help="run the course notebooks in order with papermill"))
     return p
 
@@ -185,9 +224,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "reproduce":
-            from .course import cmd_reproduce
             return cmd_reproduce(args)
-        from .checks import resolve_device
+        from mtlat_edu.core.checks import resolve_device
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
             return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -37,8 +37,8 @@ from torchvision import datasets as tvd
 from PIL import Image
 from torchvision.transforms import v2
 
-from . import io as mio
-from .checks import check_choice, check_int, check_positive
+from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import check_choice, check_int, check_positive
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"

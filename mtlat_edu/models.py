@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from .checks import check_choice, check_int, check_nchw
-from .mixup import interpolate
+from mtlat_edu.core.checks import check_choice, check_int, check_nchw
+from mtlat_edu.paper.mixup import interpolate
 
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
 # for both CIFAR and ImageNet data; any fixed affine map is equivalent up to the first layer.

@@ -41,7 +41,7 @@ def _seed():
 def trained_small_cnn():
     """A small CNN trained for 2 epochs on the generated data: (model in eval mode, test data)."""
     from mtlat_edu.data import load_dataset
-    from mtlat_edu.train import TrainConfig, fit
+    from mtlat_edu.training import TrainConfig, fit
     cfg = TrainConfig(method="standard", model="small_cnn", dataset="synthetic", epochs=2, batch_size=64)
     test = load_dataset("synthetic", "test")
     res = fit(cfg, test_data=test, progress=False)

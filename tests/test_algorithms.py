@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlat_edu.adversarial import (fgsm, least_likely_targets, random_targets, sample_eps,
+from mtlat_edu.paper.adversarial import (fgsm, least_likely_targets, random_targets, sample_eps,
                                    targeted_fgsm)
-from mtlat_edu.labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
-from mtlat_edu.mixup import mixup, random_mixup, sample_lambda
+from mtlat_edu.paper.labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
+from mtlat_edu.paper.mixup import mixup, random_mixup, sample_lambda
 
 
 def test_mixup_of_known_tensors():

@@ -1,4 +1,4 @@
-"""Tests of mtlat_edu.attacks: the five attacks of the paper's benchmark (section 4.1, Table 1c).
+"""Tests of mtlat_edu.robustness.attacks: the five attacks of the paper's benchmark (section 4.1, Table 1c).
 
 Behavioural tests run on a small CNN trained here for a few seconds on the generated dataset
 (module-scoped fixture), plus a second one, trained from another seed, as black-box surrogate.
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtlat_edu import attacks as A
-from mtlat_edu.adversarial import fgsm
+from mtlat_edu.robustness import attacks as A
+from mtlat_edu.paper.adversarial import fgsm
 from mtlat_edu.data import load_dataset
 from mtlat_edu.models import NormalizedModel, SmallCNN
 

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlat_edu import attacks as A
+from mtlat_edu.robustness import attacks as A
 from mtlat_edu import cli
-from mtlat_edu import corruptions as C
+from mtlat_edu.robustness import corruptions as C
 from mtlat_edu.benchmark import parts as P
 from mtlat_edu.benchmark import report, scores, suite
 from mtlat_edu.data import make_synthetic
 from mtlat_edu.models import build_model
-from mtlat_edu.profiles import SURROGATE, get_profile, train_profile
+from mtlat_edu.training.profiles import SURROGATE, get_profile, train_profile
 
 # ---------------------------------------------------------------------------------------------
 # scores by hand

@@ -10,7 +10,7 @@ import pytest
 from mtlat_edu.benchmark import claims as C
 from mtlat_edu.benchmark import parts as P
 from mtlat_edu.benchmark.scores import aggregate
-from mtlat_edu.profiles import SURROGATE, check_seeds, get_profile, run_dir, train_seeds
+from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, run_dir, train_seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_cli_train_seeds(tmp_path, capsys):
 
 def test_claims_lines_read_back_from_json(tmp_path):
     """claims.json stores NaN (one seed: no standard error) as null; the printed lines read it back."""
-    from mtlat_edu import io as mio
+    from mtlat_edu.core import io as mio
     report = C.check_claims(_tables({"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "mixup": 0.1, "tlat": 0.05},
                                     seeds=(0,)))
     back = mio.read_json(mio.write_json(tmp_path / "claims.json", mio.json_ready(report)))

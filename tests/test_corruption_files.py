@@ -143,7 +143,7 @@ def test_written_table_and_json(tmp_path):
 
 def test_evaluate_command_with_corruption_files(tmp_path, capsys):
     from mtlat_edu.cli import main
-    from mtlat_edu.train import TrainConfig, fit
+    from mtlat_edu.training import TrainConfig, fit
     run = tmp_path / "run"
     fit(TrainConfig(method="standard", model="small_cnn", dataset="synthetic", epochs=1, batch_size=64,
                     train_limit=128, test_limit=64), run, progress=False)

@@ -1,4 +1,4 @@
-"""Tests of mtlat_edu.corruptions: the 19 common corruptions of the M-TLAT paper (section 4.1).
+"""Tests of mtlat_edu.robustness.corruptions: the 19 common corruptions of the M-TLAT paper (section 4.1).
 
 * every corruption x severity keeps shape, dtype, device and the [0, 1] range;
 * damage (mean absolute distance to the clean image) grows with the severity, except at the
@@ -27,11 +27,11 @@ from skimage import data, transform
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
 from benchmarks import imagenet_c_reference as oracle  # noqa: E402
-from mtlat_edu.corruptions import ALL, CORRUPTIONS, DISPLAY, EXTRA, IMAGENET_C, corrupt  # noqa: E402
-from mtlat_edu.corruptions import _ops  # noqa: E402
-from mtlat_edu.corruptions._common import interpolate_levels  # noqa: E402
-from mtlat_edu.corruptions._tables import CIFAR, IMAGENET  # noqa: E402
-from mtlat_edu.corruptions.frost_texture import NUM_TEXTURES, frost_stack, frost_texture, texture_size  # noqa: E402
+from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS, DISPLAY, EXTRA, IMAGENET_C, corrupt  # noqa: E402
+from mtlat_edu.robustness.corruptions import _ops  # noqa: E402
+from mtlat_edu.robustness.corruptions._common import interpolate_levels  # noqa: E402
+from mtlat_edu.robustness.corruptions._tables import CIFAR, IMAGENET  # noqa: E402
+from mtlat_edu.robustness.corruptions.frost_texture import NUM_TEXTURES, frost_stack, frost_texture, texture_size  # noqa: E402
 
 from mtlat_edu.data import SHARED_CIFAR as CIFAR_DIR  # noqa: E402
 DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
@@ -352,7 +352,7 @@ def test_motion_blur_batch_equals_images_one_by_one_and_the_shifted_sum():
 
 
 def test_defocus_kernel_and_direct_filter_match_the_reference_disk():
-    from mtlat_edu.corruptions.blur import crop_support, disk_kernel, disk_terms
+    from mtlat_edu.robustness.corruptions.blur import crop_support, disk_kernel, disk_terms
 
     for radius, alias in ((0.3, 0.4), (1.5, 0.1), (6, 0.5), (10, 0.5)):
         assert np.abs(disk_kernel(radius, alias).numpy() - oracle.disk(radius, alias)).max() < 1e-7, radius
@@ -384,7 +384,7 @@ def test_clipped_zoom_is_bilinear_align_corners_on_the_centre_crop():
 
 
 def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
-    from mtlat_edu.corruptions.digital import pillow_box_resize, pillow_pixelate
+    from mtlat_edu.robustness.corruptions.digital import pillow_box_resize, pillow_pixelate
 
     x8 = (torch.rand(4, 3, 33, 40, generator=gen(7)) * 255).round().to(torch.uint8)
     for c in (0.95, 0.65, 0.25):
@@ -420,7 +420,7 @@ def test_uint8_conversions_by_numpy_equal_torch():
 def test_batched_plasma_fractal_equals_the_reference_map_by_map():
     """One map at a time the batched diamond-square recursion is the reference's, bit for bit,
     given the same uniform draws (the oracle replays them through ``TorchRNG``)."""
-    from mtlat_edu.corruptions.weather import plasma_fractal
+    from mtlat_edu.robustness.corruptions.weather import plasma_fractal
 
     for mapsize, decay in ((32, 2.0), (256, 1.7)):
         ours = plasma_fractal(1, mapsize, decay, gen(13), torch.device("cpu"))[0]
@@ -447,7 +447,7 @@ def test_frost_is_the_weighted_sum_with_a_random_window_at_both_sizes():
 
 def test_chunked_paths_equal_whole_batch(monkeypatch):
     """Cache-sized chunks are an implementation detail: results do not depend on the chunk size."""
-    from mtlat_edu.corruptions import digital, weather
+    from mtlat_edu.robustness.corruptions import digital, weather
 
     x = to_tensor([photo(n, 32) for n in PHOTOS])
     names = ("defocus_blur", "zoom_blur", "motion_blur", "snow", "frost", "fog", "elastic_transform", "pixelate",

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from mtlat_edu import data as mdata
-from mtlat_edu import distributed as D
+from mtlat_edu.core import distributed as D
 from mtlat_edu import models
 from mtlat_edu.cli import main as cli_main
-from mtlat_edu.train import TrainConfig, fit, load_checkpoint
+from mtlat_edu.training import TrainConfig, fit, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_entry import NoBNCNN  # noqa: E402
@@ -229,7 +229,7 @@ def test_training_on_streamed_data_equals_in_memory(jpeg_tree, monkeypatch):
 def test_every_method_trains_under_ddp(tmp_path):
     """Each method's attack passes (input gradients, least-likely targets, hidden-layer mixing) run
     on the local replica: no hang and no DDP reducer error, in one torchrun job."""
-    from mtlat_edu.methods import METHODS
+    from mtlat_edu.paper.methods import METHODS
     torchrun(["train", "--method", *METHODS, "--model", "small_cnn", "--epochs", "1", "--dataset", "synthetic",
               "--train-limit", "64", "--test-limit", "16", "--batch-size", "16", "--device", "cpu",
               "--target", "least_likely", "--runs", str(tmp_path)], REPO)

@@ -3,14 +3,14 @@ import pytest
 import torch
 from torch import nn
 
-from mtlat_edu.adversarial import targeted_fgsm, targeted_pgd
-from mtlat_edu.labels import one_hot, tlat_labels
-from mtlat_edu.methods import (MANIFOLD_LAYERS, METHODS, MethodConfig, draw_layer, manifold_couples, mtlat_couples,
+from mtlat_edu.paper.adversarial import targeted_fgsm, targeted_pgd
+from mtlat_edu.paper.labels import one_hot, tlat_labels
+from mtlat_edu.paper.methods import (MANIFOLD_LAYERS, METHODS, MethodConfig, draw_layer, manifold_couples, mtlat_couples,
                                pgd_attack)
-from mtlat_edu.mixup import mixup
+from mtlat_edu.paper.mixup import mixup
 from mtlat_edu.models import MIX_POINTS, build_model, manifold_forward, mix_layer_count
-from mtlat_edu.profiles import FUTURE_METHODS, TABLE_METHODS
-from mtlat_edu.train import TrainConfig, fit
+from mtlat_edu.training.profiles import FUTURE_METHODS, TABLE_METHODS
+from mtlat_edu.training import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -282,7 +282,7 @@ def test_cli_options_reach_the_method_config(tmp_path, capsys):
 
 def test_a_checkpoint_saved_before_the_new_options_still_resumes(tmp_path):
     """Runs trained before these options existed resume: a missing field counts as its default."""
-    from mtlat_edu import io as mio
+    from mtlat_edu.core import io as mio
     cfg = TrainConfig(method="mtlat", model="small_cnn", dataset="synthetic", epochs=2, batch_size=64,
                       train_limit=128, test_limit=64)
     fit(cfg, tmp_path, progress=False, stop_after=1)
@@ -308,7 +308,7 @@ def test_future_methods_learn_the_generated_dataset(name):
 
 def test_pgd_steps_panel_starts_from_fgsm_and_counts_steps():
     pytest.importorskip("ipywidgets")
-    from mtlat_edu import widgets
+    from mtlat_edu.course import widgets
     torch.manual_seed(0)
     model = build_model("small_cnn").eval()
     x = torch.rand(3, 32, 32)
@@ -322,7 +322,7 @@ def test_pgd_steps_panel_starts_from_fgsm_and_counts_steps():
 
 def test_manifold_panel_mixes_at_the_chosen_layer():
     pytest.importorskip("ipywidgets")
-    from mtlat_edu import widgets
+    from mtlat_edu.course import widgets
     torch.manual_seed(0)
     model = build_model("small_cnn").eval()
     x1, x2 = torch.rand(3, 32, 32), torch.rand(3, 32, 32)

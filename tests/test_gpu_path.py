@@ -9,12 +9,14 @@ import shutil
 import pytest
 import torch
 
-from mtlat_edu.methods import METHODS
-from mtlat_edu.train import TrainConfig, fit
+from mtlat_edu.paper.methods import METHODS
+from mtlat_edu.training import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = dict(model="small_cnn", dataset="synthetic", train_limit=64, test_limit=32, batch_size=16, epochs=1,
             device="cpu")
+# the CPU always; a CUDA device too where one exists (the path these tests stand in for)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _first_conv(model):
@@ -37,10 +39,11 @@ class _Seen:
         monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_trains_on_the_fast_path(method, monkeypatch):
+def test_every_method_trains_on_the_fast_path(method, device, monkeypatch):
     seen = _Seen(monkeypatch)
-    res = fit(TrainConfig(method=method, fast_path="on", **TINY), progress=False)
+    res = fit(TrainConfig(method=method, fast_path="on", **{**TINY, "device": device}), progress=False)
     assert seen.dtypes == {torch.bfloat16}, seen.dtypes            # bf16 autocast on every training forward
     assert seen.channels_last == {True}                            # channels_last inputs
     assert _first_conv(res.model).weight.is_contiguous(memory_format=torch.channels_last)
@@ -57,8 +60,9 @@ def test_the_fast_path_changes_the_numerics_and_off_is_the_float32_path(monkeypa
     assert TrainConfig(fast_path="on").identity() == TrainConfig(fast_path="off").identity()
 
 
-def test_fast_path_repeats_with_the_same_seed():
-    cfg = TrainConfig(method="tlat", fast_path="on", **TINY)
+@pytest.mark.parametrize("device", DEVICES)
+def test_fast_path_repeats_with_the_same_seed(device):
+    cfg = TrainConfig(method="tlat", fast_path="on", **{**TINY, "device": device})
     a, b = fit(cfg, progress=False).model.state_dict(), fit(cfg, progress=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -66,11 +70,12 @@ def test_fast_path_repeats_with_the_same_seed():
 @pytest.mark.slow  # about a minute: inductor compiles the forward and backward graphs with g++
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile (inductor) needs a C++ compiler on the CPU; none on PATH")
-def test_compiled_fast_path_trains_mtlat(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_fast_path_trains_mtlat(device, monkeypatch):
     compiled = []
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, *a, **k: compiled.append(m) or real(m, *a, **k))
-    cfg = TrainConfig(method="mtlat", fast_path="on", compile=True, **{**TINY, "train_limit": 32})
+    cfg = TrainConfig(method="mtlat", fast_path="on", compile=True, **{**TINY, "train_limit": 32, "device": device})
     res = fit(cfg, progress=False)
     assert len(compiled) == 1 and compiled[0] is res.model
     assert math.isfinite(res.history[0]["train_loss"])

@@ -31,17 +31,17 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from mtlat_edu import io as mio
-from mtlat_edu.adversarial import fgsm, sample_eps, targeted_fgsm
-from mtlat_edu.attacks import attack_accuracy, cw_l2, mi_fgsm, pgd, pgd_ll
-from mtlat_edu.checks import check_positive, check_range
+from mtlat_edu.core import io as mio
+from mtlat_edu.paper.adversarial import fgsm, sample_eps, targeted_fgsm
+from mtlat_edu.robustness.attacks import attack_accuracy, cw_l2, mi_fgsm, pgd, pgd_ll
+from mtlat_edu.core.checks import check_positive, check_range
 from mtlat_edu.cli import main as cli_main
 from mtlat_edu.data import load_cifar10, load_dataset, load_imagefolder
-from mtlat_edu.labels import one_hot, smooth_labels, tlat_labels
-from mtlat_edu.methods import METHODS, MethodConfig
-from mtlat_edu.mixup import mixup, sample_lambda
+from mtlat_edu.paper.labels import one_hot, smooth_labels, tlat_labels
+from mtlat_edu.paper.methods import METHODS, MethodConfig
+from mtlat_edu.paper.mixup import mixup, sample_lambda
 from mtlat_edu.models import NormalizedModel, build_model
-from mtlat_edu.train import TrainConfig, evaluate, fit, load_checkpoint, read_history
+from mtlat_edu.training import TrainConfig, evaluate, fit, load_checkpoint, read_history
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,14 +160,14 @@ def test_every_training_loss_checks_its_batch(name, images, message):
 
 def test_the_training_step_does_not_revalidate(monkeypatch):
     """Validation happens once at the entry: fit's steps run no check (a check syncs the GPU)."""
-    import mtlat_edu.checks as checks
+    import mtlat_edu.core.checks as checks
     cfg, calls = MethodConfig(), []
     for name in ("check_range", "check_images", "check_labels", "check_eps", "check_positive"):
         monkeypatch.setattr(checks, name, lambda *a, _n=name, **k: calls.append(_n))
-    import mtlat_edu.adversarial as adv
-    import mtlat_edu.labels as lab
-    import mtlat_edu.methods as meth
-    import mtlat_edu.mixup as mix
+    import mtlat_edu.paper.adversarial as adv
+    import mtlat_edu.paper.labels as lab
+    import mtlat_edu.paper.methods as meth
+    import mtlat_edu.paper.mixup as mix
     for mod in (adv, lab, meth, mix):
         for name in ("check_range", "check_images", "check_labels", "check_eps", "check_positive", "check_model_input",
                      "check_soft_labels"):
@@ -444,7 +444,8 @@ CHILD = r"""
 import os, signal, sys, time, json
 import torch
 torch.set_num_threads(1)
-from mtlat_edu import io as mio, train
+from mtlat_edu.core import io as mio
+from mtlat_edu.training import loop as train
 folder, point, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = train.TrainConfig(**json.loads(sys.argv[4]))
 calls = {}
@@ -624,8 +625,8 @@ def test_no_resume_starts_over_without_stale_files(tmp_path, finished_run, capsy
 def tiny_notebooks(tmp_path_factory):
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("papermill")
-    from mtlat_edu import course
-    course.ensure_kernel()
+    from mtlat_edu.course import runner
+    runner.ensure_kernel()
     folder = tmp_path_factory.mktemp("nb")
     for name, body in [("raises.ipynb", 'raise ValueError("boom")'), ("dies.ipynb", "import os\nos._exit(1)")]:
         nb = nbformat.v4.new_notebook()
@@ -643,9 +644,9 @@ def tiny_notebooks(tmp_path_factory):
     ("dies.ipynb", "cell 4 of 4 was running when the kernel died"),
 ])
 def test_the_runner_names_the_failing_cell(name, expected, tiny_notebooks, tmp_path):
-    from mtlat_edu import course
+    from mtlat_edu.course import runner
     results, lines = [], []
-    course._execute_all([tiny_notebooks / name], tmp_path, {"profile": "smoke"}, course.KERNEL_NAME, tiny_notebooks,
+    runner._execute_all([tiny_notebooks / name], tmp_path, {"profile": "smoke"}, runner.KERNEL_NAME, tiny_notebooks,
                         120, results, lines.append)
     assert results[0].status == "failed" and expected in results[0].error, results[0].error
     assert "--- cell source ---" in results[0].error and expected in "\n".join(lines)
@@ -655,10 +656,10 @@ def test_the_runner_kernels_need_no_tcp(tiny_notebooks, tmp_path, capfd):
     """Kernels talk over private Unix sockets: no "running over TCP without encryption" per notebook,
     and the socket folder is gone afterwards."""
     import tempfile
-    from mtlat_edu import course
+    from mtlat_edu.course import runner
     before = set(Path(tempfile.gettempdir()).glob("mtlat-kernel-*"))
     results = []
-    course._execute_all([tiny_notebooks / "raises.ipynb"], tmp_path, {"profile": "smoke"}, course.KERNEL_NAME,
+    runner._execute_all([tiny_notebooks / "raises.ipynb"], tmp_path, {"profile": "smoke"}, runner.KERNEL_NAME,
                         tiny_notebooks, 120, results, lambda s: None)
     assert results[0].status == "failed" and "ValueError: boom" in results[0].error   # the kernel did run
     assert "without encryption" not in capfd.readouterr().err
@@ -666,13 +667,13 @@ def test_the_runner_kernels_need_no_tcp(tiny_notebooks, tmp_path, capfd):
 
 
 def test_reproduce_summary_table(tmp_path):
-    from mtlat_edu import course
+    from mtlat_edu.course import runner
     (tmp_path / "reproduce.json").write_text(json.dumps({"notebooks": [
         {"notebook": "01_introduction.ipynb", "status": "ok", "seconds": 4.94},
         {"notebook": "02_mixup.ipynb", "status": "failed", "seconds": 1.0}], "total_seconds": 5.9}))
-    assert course.summary_table(tmp_path).splitlines() == [
+    assert runner.summary_table(tmp_path).splitlines() == [
         "01_introduction.ipynb        ok           4.9 s",
         "02_mixup.ipynb               failed       1.0 s",
         "total                                     5.9 s"]
     with pytest.raises(FileNotFoundError, match="reproduce.json does not exist"):
-        course.summary_table(tmp_path / "nothing")
+        runner.summary_table(tmp_path / "nothing")

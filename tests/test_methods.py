@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from mtlat_edu.labels import one_hot, soft_cross_entropy
-from mtlat_edu.methods import ADVERSARIAL, METHODS, MethodConfig, get_method, mtlat_couples
-from mtlat_edu.train import TrainConfig, fit
+from mtlat_edu.paper.labels import one_hot, soft_cross_entropy
+from mtlat_edu.paper.methods import ADVERSARIAL, METHODS, MethodConfig, get_method, mtlat_couples
+from mtlat_edu.training import TrainConfig, fit
 
 PAPER_ROWS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
 

@@ -30,8 +30,10 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("papermill")
 
 from mtlat_edu import cli, course  # noqa: E402
+from mtlat_edu.course import runner  # noqa: E402
+from mtlat_edu.training.profiles import SURROGATE, TABLE_METHODS  # noqa: E402
 
-KEYS = [n.split("_")[0] for n in course.NOTEBOOKS]
+KEYS = [n.split("_")[0] for n in runner.NOTEBOOKS]
 NBVAL_KEYS = ("01", "02", "03", "04")
 THREADS = int(os.environ.get("MTLAT_TEST_THREADS", "1"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -44,7 +46,7 @@ def course_run(tmp_path_factory):
 
 
 def _executed(run, key) -> Path:
-    return run["out"] / "notebooks" / next(n for n in course.NOTEBOOKS if n.startswith(key))
+    return run["out"] / "notebooks" / next(n for n in runner.NOTEBOOKS if n.startswith(key))
 
 
 def _outputs(nb, kind=None):
@@ -61,7 +63,7 @@ def _checkpoint_mtimes(runs: Path) -> dict:
 
 def test_committed_notebooks_are_clean():
     """Committed without outputs, kernelspec python3, nbformat 4, first code cell tagged parameters."""
-    for path in course.select_notebooks():
+    for path in runner.select_notebooks():
         nb = nbformat.read(str(path), as_version=4)
         nbformat.validate(nb)
         assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3", path.name
@@ -76,7 +78,7 @@ def test_committed_notebooks_are_clean():
 def test_notebook_runs(key, course_run):
     if course_run["failed"]:
         pytest.skip(f"notebook {course_run['failed'][0]} failed before this one")
-    report = course.run_notebooks("smoke", out=course_run["out"], notebooks=[key], runs_root=course_run["runs"],
+    report = runner.run_notebooks("smoke", out=course_run["out"], notebooks=[key], runs_root=course_run["runs"],
                                   threads=THREADS, log=lambda s: None)
     if not report.ok:
         course_run["failed"].append(key)
@@ -94,7 +96,7 @@ def test_notebook_runs(key, course_run):
         assert setup["synthetic_data"] is True and setup["profile"] == "smoke"
     if key == "05":
         acc = json.loads((results / "clean_accuracy.json").read_text())["clean_accuracy"]
-        assert set(acc) == {*course.TABLE_METHODS, course.SURROGATE}
+        assert set(acc) == {*TABLE_METHODS, SURROGATE}
         course_run["mtimes"] = _checkpoint_mtimes(course_run["runs"])
         assert len(course_run["mtimes"]) == len(acc)
     if key == "08":
@@ -151,7 +153,7 @@ def test_nbval_detects_a_changed_output(course_run, tmp_path):
 def test_reproduce_reports_the_failing_cell(course_run, tmp_path, capsys):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    src = course.NOTEBOOK_DIR / course.NOTEBOOKS[0]
+    src = runner.NOTEBOOK_DIR / runner.NOTEBOOKS[0]
     nb = nbformat.read(str(src), as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell('raise ValueError("boom from the test")'))
     nbformat.write(nb, str(folder / src.name))

@@ -4,7 +4,7 @@ import torch
 
 from mtlat_edu.benchmark.suite import run_suite
 from mtlat_edu.data import load_dataset
-from mtlat_edu.train import TrainConfig, fit, load_checkpoint
+from mtlat_edu.training import TrainConfig, fit, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = dict(method="fgsm", model="small_cnn", dataset="synthetic", train_limit=256, test_limit=80, batch_size=32,

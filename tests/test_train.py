@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtlat_edu.cli import main as cli_main
-from mtlat_edu.train import TrainConfig, fit, load_checkpoint, lr_factor
+from mtlat_edu.training import TrainConfig, fit, load_checkpoint, lr_factor
 
 SMALL = dict(model="small_cnn", dataset="synthetic", epochs=3, batch_size=64, train_limit=384, test_limit=100)
 

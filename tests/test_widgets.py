@@ -8,9 +8,10 @@ from matplotlib.figure import Figure
 
 pytest.importorskip("ipywidgets")
 
-from mtlat_edu import course, viz, widgets  # noqa: E402
+from mtlat_edu import course  # noqa: E402
+from mtlat_edu.course import runner, viz, widgets  # noqa: E402
 from mtlat_edu.data import make_synthetic  # noqa: E402
-from mtlat_edu.labels import one_hot  # noqa: E402
+from mtlat_edu.paper.labels import one_hot  # noqa: E402
 from mtlat_edu.models import build_model  # noqa: E402
 
 CLASSES = [f"c{k}" for k in range(10)]
@@ -135,7 +136,7 @@ def test_mtlat_panel_three_sources(images, model):
 # ---------------------------------------------------------------------------------------------- 06
 
 def test_corruption_panel_severity_slider(images):
-    pytest.importorskip("mtlat_edu.corruptions")
+    pytest.importorskip("mtlat_edu.robustness.corruptions")
     (x, _) = images
     big = torch.nn.functional.interpolate(x[:1], size=(96, 96), mode="bilinear", align_corners=False)[0]
     panel = widgets.corruption_panel({"32 px": x[0], "96 px": big}, name="gaussian_noise", severity=1.0)
@@ -158,7 +159,7 @@ def test_corruption_panel_severity_slider(images):
 # ---------------------------------------------------------------------------------------------- 07
 
 def test_attack_panel(images, model):
-    pytest.importorskip("mtlat_edu.attacks")
+    pytest.importorskip("mtlat_edu.robustness.attacks")
     (x, y) = images
     torch.manual_seed(1)
     surrogate = build_model("small_cnn", 10).eval()
@@ -191,13 +192,13 @@ def test_figures_are_returned_not_shown(images):
 
 
 def test_course_helpers(tmp_path):
-    assert [p.name[:2] for p in course.select_notebooks(["02", "05"])] == ["02", "05"]
+    assert [p.name[:2] for p in runner.select_notebooks(["02", "05"])] == ["02", "05"]
     with pytest.raises(ValueError, match="no notebook starts with"):
-        course.select_notebooks(["42"])
+        runner.select_notebooks(["42"])
     S = course.setup("smoke", runs_root=tmp_path / "runs", output_dir=tmp_path / "out", notebook="t", verbose=False)
     assert S.synthetic and "GENERATED" in S.describe()
     assert S.out_dir == (tmp_path / "out" / "t").resolve() and S.out_dir.is_dir()
-    assert S.eval_limit == course.SMOKE_NOTEBOOK_LIMITS["eval_limit"]
+    assert S.eval_limit == course.session.SMOKE_NOTEBOOK_LIMITS["eval_limit"]
     x, y = S.images(4)
     assert x.shape == (4, 3, 32, 32) and len(set(y.tolist())) == 4
     S.save_json("a.json", {"k": 1})

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import io as mio
+from mtlat_edu.core import io as mio
 from ..data import load_dataset
 from . import parts as P
 from .claims import claims_lines
@@ -142,7 +142,7 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
     profile's first when None) and the surrogate of the same seed; methods not trained yet are
     reported in ``missing_methods``.
     """
-    from ..profiles import SURROGATE, get_profile, run_dir
+    from mtlat_edu.training.profiles import SURROGATE, get_profile, run_dir
     from .suite import load_model_ref
 
     refs, taken, missing, prof = [], set(), [], None
@@ -197,14 +197,14 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     (default: the profile's). ``corruption_files``: a folder of Hendrycks' released CIFAR-10-C or
     ImageNet-C files; every model is also measured on them (:mod:`.corruption_files`) and
     ``corruption_files.{csv,json,md}`` are written beside the tables (per seed and over the seeds)."""
-    from ..checks import resolve_device
-    from ..profiles import check_seeds, get_profile, load_profile_data
+    from mtlat_edu.core.checks import resolve_device
+    from mtlat_edu.training.profiles import check_seeds, get_profile, load_profile_data
     from .claims import check_claims
     from .report import table3_markdown, write_tables
     from .scores import aggregate, score_table
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
-    from ..methods import METHODS
+    from mtlat_edu.paper.methods import METHODS
     if methods is not None:
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .. import io as mio
+from mtlat_edu.core import io as mio
 from . import parts as P
 from .claims import _stats, compare
 from .scores import CLEAN_COLUMN

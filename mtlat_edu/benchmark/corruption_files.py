@@ -1,6 +1,6 @@
 """Hendrycks' released corruption files: the accuracy public leaderboards list, beside our R scores.
 
-Our benchmark generates the corruptions afresh (:mod:`mtlat_edu.corruptions`, section 4.1); public
+Our benchmark generates the corruptions afresh (:mod:`mtlat_edu.robustness.corruptions`, section 4.1); public
 leaderboards are computed on the files Hendrycks and Dietterich (ICLR 2019) released instead. This
 module reads both released layouts and measures, for every model, the accuracy on each corruption
 and severity and the mean over the 15 corruptions x 5 severities (the leaderboard figure).
@@ -39,10 +39,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import io as mio
-from ..checks import check_int, resolve_device
-from ..corruptions import IMAGENET_C
-from ..attacks import eval_mode
+from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import check_int, resolve_device
+from mtlat_edu.robustness.corruptions import IMAGENET_C
+from mtlat_edu.robustness.attacks import eval_mode
 from ..data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
 from .parts import SEVERITIES
 from .suite import measure_cell

@@ -1,8 +1,8 @@
 """What the benchmark measures: the columns of Tables 1 and 2, in order, and the ``parts`` selection.
 
 The columns are taken from the registries, never re-listed here: the 15 ImageNet-C corruptions
-(:data:`mtlat_edu.corruptions.IMAGENET_C`), the paper's four extra corruptions
-(:data:`mtlat_edu.corruptions.EXTRA`) and the five attacks (:data:`mtlat_edu.attacks.ATTACKS`).
+(:data:`mtlat_edu.robustness.corruptions.IMAGENET_C`), the paper's four extra corruptions
+(:data:`mtlat_edu.robustness.corruptions.EXTRA`) and the five attacks (:data:`mtlat_edu.robustness.attacks.ATTACKS`).
 
 A *part* is either a group name (``all``, ``clean``, ``corruptions``, ``imagenet_c``, ``extra``,
 ``attacks``, ``white_box``, ``black_box``) or the name of one corruption or attack. The clean
@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from .. import attacks as A
-from .. import corruptions as C
+from mtlat_edu.robustness import attacks as A
+from mtlat_edu.robustness import corruptions as C
 
 CLEAN = "clean"
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import io as mio
+from mtlat_edu.core import io as mio
 from . import parts as P
 from .scores import (CLEAN_COLUMN, REFERENCE, TABLE3_METHODS, TABLE3_TITLES, format_scores, score_table,
                      scores_to_records, table3)

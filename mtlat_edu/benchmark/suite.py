@@ -19,7 +19,7 @@
   random corruption's noise, PGD's random start) come from a generator seeded by ``(seed,
   perturbation, severity, b)``, so a batch's result does not depend on which process measures it.
   Under ``torchrun`` batch ``b`` of every cell goes to rank ``b % N`` and the counts are summed
-  (:mod:`mtlat_edu.distributed`): the tables equal a single process's on the same images. Rank 0
+  (:mod:`mtlat_edu.core.distributed`): the tables equal a single process's on the same images. Rank 0
   alone reads and writes the cache and the result files.
 """
 from __future__ import annotations
@@ -39,13 +39,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import attacks as A
-from .. import corruptions as C
-from .. import distributed as D
-from .. import io as mio
-from ..checks import check_int, resolve_device
+from mtlat_edu.robustness import attacks as A
+from mtlat_edu.robustness import corruptions as C
+from mtlat_edu.core import distributed as D
+from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import check_int, resolve_device
 from ..data import ImageData
-from ..train import load_checkpoint
+from mtlat_edu.training.checkpoints import load_checkpoint
 from . import parts as P
 from .scores import add_robustness
 
@@ -84,7 +84,7 @@ def data_identity(data: ImageData) -> str:
 @dataclass
 class ModelRef:
     """A model to benchmark: its row name, the module (eval mode, on the device), its weights hash,
-    and where it came from (``info`` of :func:`mtlat_edu.train.load_checkpoint` when loaded)."""
+    and where it came from (``info`` of :func:`mtlat_edu.training.checkpoints.load_checkpoint` when loaded)."""
 
     name: str
     model: torch.nn.Module
@@ -344,7 +344,7 @@ def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, se
 
     Batch ``b`` draws its randomness from a generator seeded by ``(seed, perturbation, severity, b)``
     (every model gets the same PGD random start); under torchrun this rank measures the batches
-    :func:`mtlat_edu.distributed.shard` deals it and the counts are summed over the ranks.
+    :func:`mtlat_edu.core.distributed.shard` deals it and the counts are summed over the ranks.
     """
     kind = P.kind_of(cell.perturbation)
     correct = torch.zeros(len(models), dtype=torch.int64, device=device)

@@ -13,7 +13,7 @@ JOBS = [  # (candidate, train_limit, epochs, method)
 def job(args):
     cand, n, ep, method = args
     torch.set_num_threads(1)
-    from mtlat_edu.train import TrainConfig, fit, evaluate
+    from mtlat_edu.training import TrainConfig, fit, evaluate
     from mtlat_edu.data import load_dataset
     tr = load_dataset("cifar10", "train", None, None, n, 0)
     te = load_dataset("cifar10", "test", None, None, 2000, 0)

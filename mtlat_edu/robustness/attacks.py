@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .checks import check_int, check_labels, check_model_input, check_positive, check_range
+from mtlat_edu.core.checks import check_int, check_labels, check_model_input, check_positive, check_range
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers

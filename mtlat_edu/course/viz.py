@@ -3,7 +3,7 @@
 Every function *returns* a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so nothing
 is shown twice, nothing leaks, and the same call works headless, in pytest and in JupyterLab,
 where a returned figure is rendered by the inline backend). Save one with
-``mtlat_edu.io.save_figure(path, fig)``.
+``mtlat_edu.core.io.save_figure(path, fig)``.
 
 Images are float tensors in [0, 1], CHW (one image) or NCHW (a batch), as everywhere in the
 package; labels are hard class indices or probability vectors of length N.
@@ -335,7 +335,7 @@ def corruption_gallery(x, names: Sequence[str], corrupt: Callable, severities=(1
                        **kwargs) -> Figure:
     """Rows: corruptions; columns: the clean image then each severity.
 
-    ``corrupt(x, name, severity, generator=...)`` is :func:`mtlat_edu.corruptions.corrupt`
+    ``corrupt(x, name, severity, generator=...)`` is :func:`mtlat_edu.robustness.corruptions.corrupt`
     (passed in so that this module stays a pure drawing module); ``x`` is one CHW image.
     """
     x = torch.as_tensor(x)
@@ -412,7 +412,7 @@ def soft_label_title(y, classes: Sequence[str] | None = None, k: int = 2) -> str
 
 
 def difference_heatmap(diff, title: str = "R(method) - R(standard) per corruption", display: Mapping[str, str] | None = None) -> Figure:
-    """A corruptions x methods table of score differences (e.g. :func:`mtlat_edu.course.complementarity`)
+    """A corruptions x methods table of score differences (e.g. :func:`mtlat_edu.course.session.complementarity`)
     on a diverging map centred on 0: blue = more robust than the reference, red = less."""
     import seaborn as sns
     data = diff.copy()

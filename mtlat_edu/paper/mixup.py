@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_eps, check_images, check_int, check_labels, check_nchw, check_positive, check_soft_labels
+from mtlat_edu.core.checks import check_eps, check_images, check_int, check_labels, check_nchw, check_positive, check_soft_labels
 
 DEFAULT_ALPHA = 0.4
 

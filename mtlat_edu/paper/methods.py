@@ -1,7 +1,7 @@
 """The training methods of Tables 1-3, as one registry: name -> loss function.
 
 Each method maps a batch of B clean images ``x`` (float NCHW in [0, 1]) and hard labels ``y``
-to the scalar loss of one training step; :mod:`mtlat_edu.train` does the rest.
+to the scalar loss of one training step; :mod:`mtlat_edu.training.loop` does the rest.
 
 ==============  ===========================================================================
 ``standard``    cross-entropy on the clean batch (the paper's "standard" models)
@@ -55,11 +55,11 @@ import torch.nn.functional as F
 
 from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm,
                           targeted_pgd)
-from .checks import (check_choice, check_int, check_int_set, check_labels, check_model_input, check_positive,
+from mtlat_edu.core.checks import (check_choice, check_int, check_int_set, check_labels, check_model_input, check_positive,
                      check_range)
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
 from .mixup import DEFAULT_ALPHA, interpolate, random_mixup, random_pairs
-from .models import manifold_forward
+from mtlat_edu.models import manifold_forward
 
 # Manifold Mixup's mixing layers (Verma et al.'s reference code: ``layer_mix = randint(0, 2)``).
 MANIFOLD_LAYERS = (0, 1, 2)

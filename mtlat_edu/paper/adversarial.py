@@ -11,7 +11,7 @@
 
 ``eps`` is a float or one value per sample (Algorithm 1 draws ``eps ~ U[0, eps_max]`` per
 couple, ``eps_max = 0.025``, section 4.2). The attacks for *evaluation* (PGD, CW, MI-FGSM) live in
-:mod:`mtlat_edu.attacks`.
+:mod:`mtlat_edu.robustness.attacks`.
 
 Only the gradient with respect to the input is computed (``torch.autograd.grad``), so no weight
 gradient is wasted: the cost is one forward and one backward-to-input pass.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_eps, check_int, check_labels, check_model_input, check_range
+from mtlat_edu.core.checks import check_eps, check_int, check_labels, check_model_input, check_range
 
 EPS_MAX = 0.025
 

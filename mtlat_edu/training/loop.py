@@ -1,10 +1,4 @@
-"""Training with the paper's recipe (section 4.2), checkpoints every epoch, exact resume.
-
-Recipe (defaults of :class:`TrainConfig`): Adam, lr 0.002, weight decay 1e-4, the learning
-rate divided by 10 at the end of epochs 30, 60 and 80 of 90, batch 256, cross-entropy, Mixup
-``alpha = 0.4``, training FGSM ``eps ~ U[0, 0.025]``. For shorter runs the three drops keep
-their place as fractions of the run (30/90, 60/90 and 80/90 of all steps), applied per step so
-that a 3-epoch run still sees them.
+"""The training loop: ``fit`` runs one :class:`~mtlat_edu.training.config.TrainConfig` (section 4.2).
 
 Each epoch ends with a clean test evaluation, a JSON history and an atomic checkpoint holding
 the model, optimizer, scheduler and every random generator, so ``fit`` on an interrupted run
@@ -16,7 +10,7 @@ bf16 autocast, channels_last, optional ``torch.compile``, and no host synchronis
 epoch (the running loss is summed on the device). ``fast_path="on"`` runs that same code on the
 CPU (the tests do), ``"off"`` turns it off on a GPU.
 
-Under ``torchrun`` the same ``fit`` runs DistributedDataParallel (:mod:`mtlat_edu.distributed`):
+Under ``torchrun`` the same ``fit`` runs DistributedDataParallel (:mod:`mtlat_edu.core.distributed`):
 each rank trains on its share of every global batch of ``batch_size`` images, rank 0 alone writes
 the run folder, the checkpoint holds every rank's random streams, and the test accuracy is
 measured on shards of the test set and summed.
@@ -38,134 +32,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed as D
-from . import io as mio
-from .checks import check_choice, check_int, check_nchw, check_positive, check_range, model_channels, resolve_device
-from .data import AUGMENTATIONS, DATA_MODES, DATASETS, FileImageData, ImageData, batches as make_batches, load_dataset
-from .methods import ADVERSARIAL, MethodConfig, get_method, METHODS
-from .models import MODELS, build_model, mix_layer_count
-
-PAPER_EPOCHS = 90
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "generators", "history", "config", "torch_rng")
-MODEL_KEYS = ("model", "config", "num_classes")
-RESUME_REMEDY = "start the run over with resume=False (--no-resume), or delete the file"
-PAPER_MILESTONES = (30, 60, 80)
-FAST_PATH = ("auto", "on", "off")
-TRACK_ATTACKS = ("pgd", "pgd_ll", "cw_l2")  # white-box attacks of the benchmark (attacks.ATTACKS), trackable
-TRACK_SEVERITY = 3          # severity of the optional tracked corruption
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (defaults: the paper's recipe, section 4.2)."""
-
-    method: str = "mtlat"
-    model: str = "resnet18"
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    image_size: int | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    epochs: int = 90
-    batch_size: int = 256
-    lr: float = 0.002
-    weight_decay: float = 1e-4
-    alpha: float = 0.4
-    eps_max: float = 0.025
-    per_batch: bool = False
-    target: str = "random"
-    augment: str = "none"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    eval_batch_size: int = 1000
-    fast_path: str = "auto"              # auto: on for CUDA; on: also on the CPU (tests); off
-    sync_bn: bool = False                # SyncBatchNorm across the ranks of a torchrun job
-    data_mode: str = "auto"              # memory, stream, auto (stream above data.STREAM_BYTES)
-    workers: int = 4                     # DataLoader decoding processes of the streaming path
-    track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
-    track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
-    track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
-    # options of the methods beyond the paper (docs/future.md); the others ignore them
-    pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
-    pgd_step_factor: float = 2.5         # mtlat_pgd: step size = factor * eps / k
-    pgd_random_start: bool = False       # mtlat_pgd: start from a random point of the eps-ball
-    manifold_layers: tuple[int, ...] = (0, 1, 2)  # manifold_mtlat: mixing layers (0 = the input)
-
-    def validate(self) -> "TrainConfig":
-        """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
-        check_choice(self.method, "method", METHODS)
-        check_choice(self.model, "model", MODELS)
-        check_choice(self.dataset, "dataset", DATASETS)
-        check_choice(self.augment, "augment", AUGMENTATIONS)
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.eval_batch_size, "eval_batch_size")
-        check_int(self.seed, "seed", 0)
-        check_int(self.image_size, "image_size", 1, optional=True, what="the dataset's own size")
-        check_int(self.train_limit, "train_limit", 1, optional=True, what="all images")
-        check_int(self.test_limit, "test_limit", 1, optional=True, what="all images")
-        if self.data_root is not None and not isinstance(self.data_root, str):
-            raise ValueError(f"data_root: expected a folder path (a str) or None, got {self.data_root!r}")
-        resolve_device(self.device)
-        if self.method in ADVERSARIAL and (self.batch_size < 2 or self.batch_size % 2):
-            raise ValueError(f"batch_size: method {self.method!r} splits each batch into a clean and an "
-                             f"adversarial half, so it must be even and >= 2, got {self.batch_size}")
-        check_positive(self.lr, "lr")
-        check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
-        check_positive(self.alpha, "alpha")
-        check_range(self.eps_max, "eps_max", 0.0, 1.0)
-        self.method_config(10)  # validates target and the method options
-        check_choice(self.fast_path, "fast_path", FAST_PATH)
-        check_choice(self.data_mode, "data_mode", DATA_MODES)
-        check_int(self.workers, "workers", 0)
-        check_int(self.track_robustness, "track_robustness", 0)
-        self.track_attacks = tuple(self.track_attacks)
-        if not self.track_attacks:
-            raise ValueError(f"track_attacks: name at least one of {', '.join(TRACK_ATTACKS)}")
-        for name in self.track_attacks:
-            check_choice(name, "track_attacks", TRACK_ATTACKS)
-        if self.track_corruption is not None:
-            from .corruptions import CORRUPTIONS
-            check_choice(self.track_corruption, "track_corruption", CORRUPTIONS)
-            if not self.track_robustness:
-                raise ValueError("track_corruption: needs track_robustness > 0 (the number of test images tracked)")
-        if max(self.manifold_layers) >= mix_layer_count(self.model):
-            raise ValueError(f"manifold_layers: model {self.model!r} mixes at layers 0 (the input) to "
-                             f"{mix_layer_count(self.model) - 1}, got {list(self.manifold_layers)}")
-        return self
-
-    def method_config(self, num_classes: int) -> MethodConfig:
-        """The :class:`MethodConfig` of this run (checks the method options; a list of
-        ``manifold_layers`` becomes a tuple, so that the run's identity does not depend on it)."""
-        mcfg = MethodConfig(num_classes=num_classes, alpha=self.alpha, eps_max=self.eps_max, per_batch=self.per_batch,
-                            target=self.target, pgd_steps=self.pgd_steps, pgd_step_factor=self.pgd_step_factor,
-                            pgd_random_start=self.pgd_random_start, manifold_layers=self.manifold_layers)
-        self.manifold_layers = mcfg.manifold_layers
-        return mcfg
-
-    def resolved_device(self) -> torch.device:
-        return resolve_device(self.device)
-
-    def fast(self, device: torch.device) -> bool:
-        """Whether the GPU fast path (bf16 autocast, channels_last, torch.compile) is on for ``device``."""
-        return self.fast_path == "on" or (self.fast_path == "auto" and device.type == "cuda")
-
-    def identity(self) -> dict:
-        """The fields that must match for a checkpoint to be resumed."""
-        d = dataclasses.asdict(self)
-        for k in ("device", "compile", "eval_batch_size", "fast_path", "data_mode", "workers"):
-            d.pop(k)
-        return d
-
-
-def lr_factor(step: int, total_steps: int, epochs_ref: int = PAPER_EPOCHS,
-              milestones=PAPER_MILESTONES) -> float:
-    """The paper's step schedule as a function of progress: /10 after each milestone fraction."""
-    passed = sum(step >= round(m / epochs_ref * total_steps) for m in milestones)
-    return 0.1 ** passed
+from mtlat_edu.core import distributed as D
+from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import check_int, check_nchw, model_channels
+from mtlat_edu.data import AUGMENTATIONS, FileImageData, ImageData, batches as make_batches, load_dataset
+from mtlat_edu.models import build_model
+from mtlat_edu.paper.methods import ADVERSARIAL, get_method
+from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state, plain,
+                                            save_model)
+from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, lr_factor
 
 
 @torch.no_grad()
@@ -214,8 +89,8 @@ def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig"
     ``cfg.seed``, batch ``cfg.eval_batch_size``), so an evaluation of the saved model with those
     settings on the same images gives the same numbers. No training random stream is touched.
     """
-    from .attacks import eval_mode
-    from .benchmark.suite import measure_cell
+    from mtlat_edu.robustness.attacks import eval_mode
+    from mtlat_edu.benchmark.suite import measure_cell
     cells = [("tracked_clean_acc", "clean", 0)] + [(f"tracked_{a}_acc", a, 0) for a in cfg.track_attacks]
     if cfg.track_corruption:
         cells.append(("tracked_corruption_acc", cfg.track_corruption, TRACK_SEVERITY))
@@ -232,26 +107,6 @@ class TrainResult:
     out_dir: Path | None
     config: TrainConfig
     test_acc: float = field(default=float("nan"))
-
-
-def _checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes, ranks):
-    state = {
-        "model": _bare(model).state_dict(), "num_classes": len(classes), "classes": list(classes), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "epoch": epoch, "generators": [g.get_state() for g in gens], "history": history,
-        "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(), "world_size": len(ranks),
-    }
-    if len(ranks) > 1:  # every rank's own random streams (rank 0's are also in generators / torch_rng)
-        state["ranks"] = ranks
-    return state
-
-
-def _plain(value):
-    """A saved config value as ``identity()`` holds it (a list read back as a tuple)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _bare(model):
-    return getattr(model, "_orig_mod", model)
 
 
 def _load(cfg: TrainConfig, split: str, limit: int | None):
@@ -280,7 +135,7 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
         stop_after: stop after this many epochs of *this call* (to simulate an interruption).
 
     ``out_dir`` is locked for the call (a second run into it fails at once, see
-    :func:`mtlat_edu.io.folder_lock`); the checkpoint holds the history and ``history.json`` /
+    :func:`mtlat_edu.core.io.folder_lock`); the checkpoint holds the history and ``history.json`` /
     ``config.json`` are rewritten from it, so a kill at any moment leaves a consistent folder.
     Under torchrun every rank calls ``fit``; rank 0 alone locks and writes ``out_dir``.
     """
@@ -337,7 +192,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
         asked = cfg.identity()
         defaults = TrainConfig().identity()  # a field added after the run was saved holds its default
-        saved = {k: _plain(state["config"].get(k, defaults.get(k))) for k in asked} \
+        saved = {k: plain(state["config"].get(k, defaults.get(k))) for k in asked} \
             if isinstance(state["config"], dict) else {}
         if saved != asked:
             diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
@@ -417,7 +272,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         if out:
             ranks = D.all_gather_object({"step": step_gen.get_state(), "torch_rng": torch.get_rng_state()})
             if main:
-                mio.save_torch(ckpt_path, _checkpoint_state(model, opt, sched, epoch + 1, (data_gen, step_gen),
+                mio.save_torch(ckpt_path, checkpoint_state(model, opt, sched, epoch + 1, (data_gen, step_gen),
                                                             history, cfg, train_data.classes, ranks))
                 mio.write_json(out / "history.json", history)
 
@@ -429,52 +284,3 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     return TrainResult(model, history, out, cfg, history[-1]["test_acc"] if history else float("nan"))
 
 
-def save_model(path, model, cfg: TrainConfig, num_classes: int, classes: list[str], history: list[dict]):
-    """Save the final weights with what is needed to rebuild and describe the model."""
-    mio.save_torch(path, {
-        "model": _bare(model).state_dict(), "num_classes": num_classes, "classes": list(classes),
-        "config": dataclasses.asdict(cfg), "history": history,
-        "test_acc": history[-1]["test_acc"] if history else None,
-    })
-
-
-def load_checkpoint(path, device="cpu"):
-    """Rebuild a trained model from ``model.pt`` (or ``checkpoint.pt``, or their folder).
-
-    Returns ``(model, info)``: the model in eval mode on ``device``, and a dict with ``method``,
-    ``model``, ``dataset``, ``data_root``, ``image_size``, ``num_classes``, ``classes``,
-    ``test_acc``, ``config`` and ``history``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"path: no model.pt or checkpoint.pt at {path}")
-    remedy = ("a plain state_dict has no run description: rebuild the model with models.build_model(name, "
-              "num_classes) and call load_state_dict; a damaged file: retrain (mtlat-edu train) or delete it")
-    state = mio.load_torch(path, "model file (model.pt or checkpoint.pt of mtlat-edu)", remedy, device, MODEL_KEYS)
-    cfg, num_classes = state["config"], state["num_classes"]
-    try:
-        model = build_model(cfg["model"], num_classes)
-        model.load_state_dict(state["model"])
-        info_cfg = {k: cfg[k] for k in ("method", "model", "dataset", "data_root", "image_size")}
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise mio.CorruptFileError(f"{path}: not a valid model file ({type(exc).__name__}: {exc}); {remedy}") from exc
-    model.to(device).eval()
-    history = state.get("history", [])
-    info = {
-        **info_cfg, "num_classes": num_classes,
-        "classes": state.get("classes"), "config": cfg, "history": history,
-        "test_acc": history[-1]["test_acc"] if history else None, "path": str(path),
-    }
-    return model, info
-
-
-def read_history(out_dir) -> list[dict]:
-    """The per-epoch history of a run folder (``[]`` when there is none yet)."""
-    path = Path(out_dir) / "history.json"
-    hist = mio.read_json(path, [], remedy="it is derived from checkpoint.pt: delete it and run fit (resume) again")
-    if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
-        raise mio.CorruptFileError(f"{path}: expected a JSON list of per-epoch records, got {type(hist).__name__}; "
-                                   "it is derived from checkpoint.pt: delete it and run fit (resume) again")
-    return hist

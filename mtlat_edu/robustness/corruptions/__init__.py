@@ -6,7 +6,7 @@ github.com/hendrycks/robustness, ``ImageNet-C/create_c/make_imagenet_c.py`` for 
 translation and rotation.  Every corruption takes a float NCHW batch in [0, 1] on any device and
 returns one of the same shape, dtype and device, in [0, 1]:
 
->>> from mtlat_edu.corruptions import corrupt, ALL
+>>> from mtlat_edu.robustness.corruptions import corrupt, ALL
 >>> y = corrupt(x, "fog", severity=3, generator=torch.Generator().manual_seed(0))
 
 Severity 1..5 selects the reference parameters; a fractional severity interpolates them.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_eps, check_labels, check_soft_labels
+from mtlat_edu.core.checks import check_eps, check_labels, check_soft_labels
 
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32, *, validate: bool = True) -> torch.Tensor:

@@ -21,10 +21,10 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from . import viz
-from .adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
-from .labels import one_hot, tlat_labels
-from .mixup import mixup, sample_lambda
-from .models import manifold_forward
+from mtlat_edu.paper.adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
+from mtlat_edu.paper.labels import one_hot, tlat_labels
+from mtlat_edu.paper.mixup import mixup, sample_lambda
+from mtlat_edu.models import manifold_forward
 
 
 class Panel:
@@ -120,7 +120,7 @@ def _model_device(model) -> torch.device:
 # notebook 02: Mixup, eq. (1)
 
 def mix_couple(x1, y1: int, x2, y2: int, lam: float, num_classes: int):
-    """Eq. (1) on one couple through :func:`mtlat_edu.mixup.mixup`: ``(x_mix, y_mix)``."""
+    """Eq. (1) on one couple through :func:`mtlat_edu.paper.mixup.mixup`: ``(x_mix, y_mix)``."""
     x = torch.stack([_check_image(x1, "x1"), _check_image(x2, "x2")])
     y = one_hot(torch.tensor([int(y1), int(y2)]), num_classes)
     x_mix, y_mix = mixup(x, y, float(lam), torch.tensor([1, 0]))
@@ -198,7 +198,7 @@ def fgsm_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.03, targ
 # notebook 04: TLAT labels (eq. 4) and an M-TLAT couple (eq. 6, Figure 1)
 
 def tlat_label(y: int, target: int, eps: float, num_classes: int) -> torch.Tensor:
-    """Eq. (4) for one sample through :func:`mtlat_edu.labels.tlat_labels`."""
+    """Eq. (4) for one sample through :func:`mtlat_edu.paper.labels.tlat_labels`."""
     return tlat_labels(one_hot(torch.tensor([int(y)]), num_classes), torch.tensor([int(target)]), float(eps))[0]
 
 
@@ -260,8 +260,8 @@ def mtlat_panel(model, x3, y3: int, x4, y4: int, classes: Sequence[str], target:
 # notebook 06: common corruptions
 
 def corrupt_images(images: Mapping[str, torch.Tensor], name: str, severity: float, seed: int = 0) -> dict:
-    """``{label: corrupted image}`` through :func:`mtlat_edu.corruptions.corrupt` (same seed for each)."""
-    from .corruptions import corrupt
+    """``{label: corrupted image}`` through :func:`mtlat_edu.robustness.corruptions.corrupt` (same seed for each)."""
+    from mtlat_edu.robustness.corruptions import corrupt
     out = {}
     for label, x in images.items():
         x = _check_image(x, label)
@@ -272,7 +272,7 @@ def corrupt_images(images: Mapping[str, torch.Tensor], name: str, severity: floa
 def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", severity: float = 3.0,
                      seed: int = 0, names: Sequence[str] | None = None) -> Panel:
     """A corruption dropdown and a continuous slider "severity" (1.0 to 5.0, step 0.1)."""
-    from .corruptions import ALL, DISPLAY
+    from mtlat_edu.robustness.corruptions import ALL, DISPLAY
     images = {k: _check_image(v, k) for k, v in images.items()}
     names = tuple(names or ALL)
 
@@ -294,8 +294,8 @@ def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", seve
 # notebook 07: adversarial attacks
 
 def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=None, seed: int = 0) -> dict:
-    """Adversarial images of ``name`` (:func:`mtlat_edu.attacks.run_attack`) and the model's predictions."""
-    from .attacks import run_attack
+    """Adversarial images of ``name`` (:func:`mtlat_edu.robustness.attacks.run_attack`) and the model's predictions."""
+    from mtlat_edu.robustness.attacks import run_attack
     dev = _model_device(model)
     x, y = x.to(dev), y.to(dev)
     g = torch.Generator(device=dev).manual_seed(seed)
@@ -311,7 +311,7 @@ def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=N
 def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  surrogate=None, name: str = "pgd", model: str | None = None, seed: int = 0) -> Panel:
     """An attack dropdown and a model dropdown: adversarial images, perturbations and predictions."""
-    from .attacks import ATTACKS, DISPLAY
+    from mtlat_edu.robustness.attacks import ATTACKS, DISPLAY
 
     def compute(name: str, model: str) -> dict:
         r = attack_batch(name, models[model], x, y, surrogate, seed)
@@ -334,7 +334,7 @@ def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torc
 
 def pgd_steps_example(model, x, target: int, eps: float, steps: int, step_factor: float = PGD_STEP_FACTOR,
                       max_steps: int = 10) -> dict:
-    """Targeted PGD (line 5 of ``mtlat_pgd``, :func:`mtlat_edu.adversarial.targeted_pgd`) on one image:
+    """Targeted PGD (line 5 of ``mtlat_pgd``, :func:`mtlat_edu.paper.adversarial.targeted_pgd`) on one image:
     the image after ``steps`` steps, and the model's probability of ``target`` after k steps for
     every k = 1..max_steps (k = 1 is targeted FGSM, eq. 5), each with the step ``step_factor * eps / k``."""
     x = _check_image(x, "x")

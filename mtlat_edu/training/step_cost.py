@@ -1,6 +1,6 @@
 """Cost of a training step per method, measured side by side in one run.
 
-``python -m mtlat_edu.bench`` (or ``mtlat-edu bench-step``) times full optimisation steps
+``python -m mtlat_edu.training.step_cost`` (or ``mtlat-edu bench-step``) times full optimisation steps
 (loss, backward, Adam update) of each method on the same model, batch and device, interleaving
 the methods in rounds so that machine noise hits them alike, and prints the median step time,
 the images per second and the ratio to ``standard``. Every method puts the same number of
@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from .checks import check_choice, check_int, resolve_device
-from .data import load_dataset
-from .methods import METHODS, MethodConfig, get_method
-from .models import MODELS, build_model
+from mtlat_edu.core.checks import check_choice, check_int, resolve_device
+from mtlat_edu.data import load_dataset
+from mtlat_edu.paper.methods import METHODS, MethodConfig, get_method
+from mtlat_edu.models import MODELS, build_model
 
 
 def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=128, image_size=32,

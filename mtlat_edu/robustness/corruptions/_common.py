@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from ..checks import check_images as _check_images
+from mtlat_edu.core.checks import check_images as _check_images
 from ._tables import EXTRA_RANGES, TABLES
 
 CIFAR_MAX_SIDE = 64  # images whose larger side is <= this use the CIFAR table by default

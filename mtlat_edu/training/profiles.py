@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed as D
-from .checks import resolve_device
-from .data import ImageData, load_dataset
-from .methods import ADVERSARIAL, METHODS
-from .train import TrainConfig, TrainResult, fit, load_checkpoint
+from mtlat_edu.core import distributed as D
+from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.data import ImageData, load_dataset
+from mtlat_edu.paper.methods import ADVERSARIAL, METHODS
+from mtlat_edu.training.checkpoints import load_checkpoint
+from mtlat_edu.training.config import TrainConfig
+from mtlat_edu.training.loop import TrainResult, fit
 
 TABLE_METHODS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat")
 # The paper's future work (section 6), implemented beyond it: not in the reproduction of Tables 1-3,

@@ -179,7 +179,7 @@ class ReplicaDDP(DistributedDataParallel):
     """DistributedDataParallel whose input-gradient passes run on the local replica.
 
     A forward called with an input that requires a gradient (the attack passes of the methods:
-    :func:`mtlat_edu.adversarial.input_gradient` and the attacks of :mod:`mtlat_edu.attacks`) or
+    :func:`mtlat_edu.paper.adversarial.input_gradient` and the attacks of :mod:`mtlat_edu.robustness.attacks`) or
     with autograd off goes to ``self.module`` directly: no buffer broadcast, and nothing for DDP's
     reducer to wait for. Every other forward (the loss of the training step) is DDP's, whose
     backward all-reduces the weight gradients.

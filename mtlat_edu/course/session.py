@@ -1,0 +1,304 @@
+"""The notebook session: :func:`setup` is what the second cell of every notebook calls.
+
+It turns the notebook's parameters (``profile``, ``device``, ``data_root``, ``runs_root``,
+``output_dir``) into a :class:`Course` object that loads the profile's data, trains or reuses
+the profile's runs, benchmarks them and saves results (atomically, through
+:mod:`mtlat_edu.core.io`) under ``output_dir/<notebook>/``. The papermill runner that executes
+the notebooks with the same parameters is :mod:`mtlat_edu.course.runner`.
+
+Relative paths given to :func:`setup` are resolved against *the notebooks' folder*: the current
+directory when it holds notebooks (JupyterLab, nbval and papermill with ``cwd`` all start the
+kernel there), else the repository's ``notebooks/`` folder. The runner passes absolute paths.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mtlat_edu.core import checks, io as mio
+from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, get_profile, load_profile_data, run_dir,
+                       train_seeds)
+from mtlat_edu.training.checkpoints import read_history
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+# The smoke profile's benchmark in the notebooks uses fewer images than ``mtlat-edu evaluate`` does,
+# so that the automatic test of all notebooks stays within a few minutes of CPU.
+SMOKE_NOTEBOOK_LIMITS = {"eval_limit": 16, "attack_limit": 8}
+
+
+# ---------------------------------------------------------------------------------------------
+# settings of one notebook
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked."""
+    return str(checks.resolve_device(device))
+
+
+def notebook_dir() -> Path:
+    """The folder relative paths are resolved against (see the module docstring)."""
+    cwd = Path.cwd()
+    if any(cwd.glob("*.ipynb")) or not NOTEBOOK_DIR.is_dir():
+        return cwd
+    return NOTEBOOK_DIR
+
+
+def _resolve(path, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def device_description(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores visible)"
+
+
+@dataclass
+class Course:
+    """Everything a notebook needs, derived from its parameters by :func:`setup`."""
+
+    profile: Profile
+    device: str
+    runs_root: Path
+    output_dir: Path
+    notebook: str = "notebook"
+    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---- descriptions
+    @property
+    def eval_limit(self) -> int | None:
+        """Images for clean accuracy and corruptions in the notebooks' benchmark (the profile's;
+        fewer on ``smoke``, see :data:`SMOKE_NOTEBOOK_LIMITS`)."""
+        return self._limit("eval_limit")
+
+    @property
+    def attack_limit(self) -> int | None:
+        """Images attacked in the notebooks' benchmark (the profile's; fewer on ``smoke``)."""
+        return self._limit("attack_limit")
+
+    def _limit(self, name: str) -> int | None:
+        value = getattr(self.profile, name)
+        if self.profile.name == "smoke":
+            return min(value or SMOKE_NOTEBOOK_LIMITS[name], SMOKE_NOTEBOOK_LIMITS[name])
+        return value
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the profile's data is the *generated* smoke set, not real images."""
+        return self.profile.dataset == "synthetic"
+
+    def data_warning(self) -> str:
+        if self.synthetic:
+            return ("NOTE: profile 'smoke' uses a small GENERATED dataset (coloured gratings under noise), "
+                    "not real images. It only checks that everything runs; its numbers mean nothing. "
+                    "Use profile='cpu' (CIFAR-10) or 'cifar10' (GPU) for real results.")
+        return f"data: {self.profile.dataset} (real images)"
+
+    def describe(self) -> str:
+        p = self.profile
+        lines = [
+            f"profile     {p.name}: {p.description}",
+            f"dataset     {p.dataset}" + (" (GENERATED, not real data)" if self.synthetic else ""),
+            f"model       {p.model}, {p.epochs} epoch(s), batch {p.batch_size}, augmentation {p.augment}",
+            f"seeds       {', '.join(map(str, self.seeds))} (one run per method and seed"
+            + ("; tables show mean ± std)" if len(self.seeds) > 1 else "; one seed: no spread, claims cannot be judged)"),
+            f"limits      train {p.train_limit or 'all'}, test {p.test_limit or 'all'}, benchmark "
+            f"{self.eval_limit or 'all'}, attacks {self.attack_limit or 'all'} images"
+            + (" (fewer than `mtlat-edu evaluate --profile smoke`, to keep the test short)" if p.name == "smoke" else ""),
+            f"device      {device_description(self.device)}",
+            f"runs        {self.runs_root / p.name}  (trained models, reused when present)",
+            f"results     {self.out_dir}",
+        ]
+        return "\n".join(lines)
+
+    # ---- results
+    @property
+    def out_dir(self) -> Path:
+        """``output_dir/<notebook>``: where this notebook's results go."""
+        return self.output_dir / self.notebook
+
+    def save_json(self, name: str, obj) -> None:
+        """Write ``obj`` as JSON (atomically) under this notebook's results folder."""
+        print(f"saved {mio.write_json(self.out_dir / name, obj)}")
+
+    def save_text(self, name: str, text: str) -> None:
+        print(f"saved {mio.write_text(self.out_dir / name, text)}")
+
+    def save_figure(self, fig, name: str):
+        """Save ``fig`` under the results folder and return it (so a cell displays it)."""
+        mio.save_figure(self.out_dir / name, fig, dpi=110)
+        return fig
+
+    # ---- data
+    def data(self, split: str = "test", limit: int | None = None):
+        """The profile's ``split`` (a class-balanced subset of ``limit`` images), cached."""
+        key = ("data", split, limit)
+        if key not in self._cache:
+            self._cache[key] = load_profile_data(self.profile, split, limit, seed=self.seed)
+        return self._cache[key]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data("test", 10 * 2).classes
+
+    def images(self, n: int = 8, split: str = "test", seed: int | None = None):
+        """``n`` images of distinct classes where possible: ``(x, y)`` with x float NCHW in [0, 1]."""
+        data = self.data(split, max(4 * n, 40))
+        g = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        order = torch.randperm(len(data), generator=g)
+        picked, seen = [], set()
+        for i in order.tolist():
+            c = int(data.labels[i])
+            if c not in seen or len(seen) >= data.num_classes:
+                picked.append(i)
+                seen.add(c)
+            if len(picked) == n:
+                break
+        idx = torch.tensor(picked)
+        return data.float_images(idx), data.labels[idx]
+
+    # ---- runs
+    def train(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
+        """Train what is missing of this profile for every seed of the course (reuse the rest) and
+        return ``{name: TrainResult}`` of the first seed (:func:`~mtlat_edu.training.profiles.train_seeds`)."""
+        return self.train_all(methods, surrogate, progress)[self.seeds[0]]
+
+    def train_all(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
+        """``{seed: {name: TrainResult}}`` for every seed of the course (trained when missing)."""
+        return train_seeds(self.profile, self.runs_root, methods=methods, surrogate=surrogate, seeds=self.seeds,
+                           device=self.device, progress=progress)
+
+    def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
+        """``{name: model}`` in eval mode, first seed (trained first if missing)."""
+        return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
+
+    def run_dir(self, method: str, seed: int | None = None) -> Path:
+        return run_dir(self.profile, self.runs_root, method, self.seeds[0] if seed is None else seed)
+
+    def histories(self, names: Sequence[str] | None = None, seed: int | None = None,
+                  profile: Profile | None = None) -> dict[str, list[dict]]:
+        """``{name: history}`` of one seed (default: the first) of this profile (or ``profile``)."""
+        prof = profile or self.profile
+        names = list(names or (*prof.methods, SURROGATE))
+        seed = self.seeds[0] if seed is None else seed
+        return {n: read_history(run_dir(prof, self.runs_root, n, seed)) for n in names}
+
+    def clean_accuracy(self, names: Sequence[str] | None = None):
+        """Final test accuracy (%) of every run during training (the profile's ``test_limit`` images)
+        per seed, with the mean and standard deviation over seeds: a DataFrame, one row per name."""
+        import pandas as pd
+        names = list(names or (*self.profile.methods, SURROGATE))
+        rows = {}
+        for n in names:
+            accs = {f"seed {k}": 100 * h[-1]["test_acc"] for k in self.seeds
+                    if (h := read_history(self.run_dir(n, k)))}
+            values = pd.Series(accs, dtype=float)
+            rows[n] = {**accs, "mean": values.mean(), "std": values.std(ddof=1), "seeds": len(values)}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def short_profile(self) -> Profile:
+        """The under-trained regime notebook 05 contrasts with this profile (itself when it has none)."""
+        name = self.profile.short_profile or self.profile.name
+        return get_profile(name, data_root=self.profile.data_root)
+
+    def regime_histories(self, methods: Sequence[str] = ("standard", "mixup"), progress: bool = False) -> dict:
+        """``{regime label: {method: history}}`` for the short and the converged regime (first seed);
+        the short regime's runs are trained when missing (a few minutes on a CPU)."""
+        short = self.short_profile()
+        if short.name != self.profile.name:
+            train_seeds(short, self.runs_root, methods=methods, surrogate=False, seeds=(self.seeds[0],),
+                        device=self.device, progress=progress)
+        label = lambda p: f"{p.name}: {p.train_limit or 'all'} images, {p.epochs} epochs"  # noqa: E731
+        return {label(short): self.histories(methods, profile=short),
+                label(self.profile): self.histories(methods)}
+
+    def run_status(self, name: str, seed: int | None = None) -> str:
+        """"finished", "partial (k/E epochs)" or "missing" for the run folder of ``name``."""
+        d = self.run_dir(name, seed)
+        if (d / "model.pt").exists():
+            return "finished"
+        hist = read_history(d)
+        if hist:
+            epochs = self.profile.surrogate_epochs if name == SURROGATE and self.profile.surrogate_epochs \
+                else self.profile.epochs
+            return f"partial ({hist[-1]['epoch']}/{epochs} epochs)"
+        return "missing"
+
+    def plan(self) -> str:
+        """The runs of this profile (Tables 1-3 + the surrogate) for every seed, settings and status."""
+        p = self.profile
+        rows = [f"{'run':<14} {'seed':>4} {'model':<10} {'epochs':>6}  {'status':<22} folder"]
+        for seed in self.seeds:
+            for name in (*p.methods, SURROGATE):
+                cfg = p.surrogate_config() if name == SURROGATE else p.train_config(name)
+                rows.append(f"{name:<14} {seed:>4} {cfg.model:<10} {cfg.epochs:>6}  {self.run_status(name, seed):<22} "
+                            f"{self.run_dir(name, seed)}")
+        return "\n".join(rows)
+
+    # ---- the benchmark (notebooks 06-09)
+    @property
+    def benchmark_dir(self) -> Path:
+        """The benchmark folder shared by notebooks 06-09 (its cache lets each reuse the others' cells)."""
+        return self.output_dir / "benchmark"
+
+    def suite_dir(self, seed: int | None = None) -> Path:
+        """Where :meth:`benchmark` keeps the suite (and its cache) of one training seed (default: the first)."""
+        return self.benchmark_dir / f"seed{self.seeds[0] if seed is None else seed}"
+
+    def benchmark(self, progress: bool = False, **kw):
+        """Every run of this profile and of every seed through the benchmark (cells already in the
+        cache are reused): an :class:`~mtlat_edu.benchmark.EvaluateResult` with the mean ± std
+        tables and the claims verdicts. Trains what is missing first."""
+        from mtlat_edu.benchmark import evaluate
+        self.train_all(progress=progress)
+        return evaluate(profile=self.profile.name, runs=self.runs_root, out=self.benchmark_dir, device=self.device,
+                        data_root=self.profile.data_root, eval_limit=self.eval_limit, attack_limit=self.attack_limit,
+                        seeds=self.seeds, progress=progress, **kw)
+
+    def summary(self) -> dict:
+        """The settings of this notebook run, for a results JSON."""
+        p = self.profile
+        return {"profile": p.name, "dataset": p.dataset, "synthetic_data": self.synthetic, "model": p.model,
+                "epochs": p.epochs, "train_images": p.train_limit, "seeds": list(self.seeds), "device": self.device, "device_description": device_description(self.device),
+                "runs_root": str(self.runs_root), "output_dir": str(self.output_dir), "notebook": self.notebook,
+                "torch": torch.__version__}
+
+
+def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root="../runs", output_dir=None,
+          notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None) -> Course:
+    """The derived settings of a notebook (its second cell).
+
+    Args:
+        profile: a name of :data:`~mtlat_edu.training.profiles.PROFILES` (smoke / cpu / cifar10 / paper).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        data_root: dataset folder (None: the profile's default; CIFAR-10 is found offline).
+        runs_root: root of the run folders (``<runs_root>/<profile>/<method>/``).
+        output_dir: results folder (None: ``../output/<profile>``).
+        notebook: sub-folder of ``output_dir`` for this notebook's files.
+        seed: the notebook's own randomness (example images, ...).
+        seeds: training seeds (None: the profile's); one run folder per method and seed.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile: unknown name {profile!r}; valid names: {', '.join(PROFILES)}")
+    base = notebook_dir()
+    prof = get_profile(profile, **({"data_root": str(_resolve(data_root, base))} if data_root else {}))
+    out = _resolve(output_dir if output_dir else Path("..") / "output" / profile, base)
+    seeds = check_seeds(prof.seeds if seeds is None else seeds)
+    course = Course(prof, resolve_device(device), _resolve(runs_root, base), out, notebook or "notebook", seed, seeds)
+    course.out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if verbose:
+        print(course.describe())
+        if course.synthetic:
+            print("\n" + course.data_warning())
+    return course
+
+

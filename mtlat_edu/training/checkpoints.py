@@ -1,0 +1,95 @@
+"""Run folders' files: the per-epoch checkpoint, the final ``model.pt``, ``history.json``.
+
+``checkpoint.pt`` holds the model, optimizer, scheduler, every random generator and the history,
+so :func:`mtlat_edu.training.loop.fit` resumes to the same weights; ``model.pt`` holds the final
+weights with what is needed to rebuild and describe the model (:func:`load_checkpoint`). All
+writes are atomic and all loads ``weights_only`` (:mod:`mtlat_edu.core.io`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from mtlat_edu.core import io as mio
+from mtlat_edu.models import build_model
+
+if TYPE_CHECKING:
+    from mtlat_edu.training.config import TrainConfig
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "generators", "history", "config", "torch_rng")
+MODEL_KEYS = ("model", "config", "num_classes")
+RESUME_REMEDY = "start the run over with resume=False (--no-resume), or delete the file"
+
+
+def checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes, ranks):
+    state = {
+        "model": bare(model).state_dict(), "num_classes": len(classes), "classes": list(classes), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "epoch": epoch, "generators": [g.get_state() for g in gens], "history": history,
+        "config": dataclasses.asdict(cfg), "torch_rng": torch.get_rng_state(), "world_size": len(ranks),
+    }
+    if len(ranks) > 1:  # every rank's own random streams (rank 0's are also in generators / torch_rng)
+        state["ranks"] = ranks
+    return state
+
+
+def plain(value):
+    """A saved config value as ``identity()`` holds it (a list read back as a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def bare(model):
+    return getattr(model, "_orig_mod", model)
+
+
+def save_model(path, model, cfg: TrainConfig, num_classes: int, classes: list[str], history: list[dict]):
+    """Save the final weights with what is needed to rebuild and describe the model."""
+    mio.save_torch(path, {
+        "model": bare(model).state_dict(), "num_classes": num_classes, "classes": list(classes),
+        "config": dataclasses.asdict(cfg), "history": history,
+        "test_acc": history[-1]["test_acc"] if history else None,
+    })
+
+
+def load_checkpoint(path, device="cpu"):
+    """Rebuild a trained model from ``model.pt`` (or ``checkpoint.pt``, or their folder).
+
+    Returns ``(model, info)``: the model in eval mode on ``device``, and a dict with ``method``,
+    ``model``, ``dataset``, ``data_root``, ``image_size``, ``num_classes``, ``classes``,
+    ``test_acc``, ``config`` and ``history``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"path: no model.pt or checkpoint.pt at {path}")
+    remedy = ("a plain state_dict has no run description: rebuild the model with models.build_model(name, "
+              "num_classes) and call load_state_dict; a damaged file: retrain (mtlat-edu train) or delete it")
+    state = mio.load_torch(path, "model file (model.pt or checkpoint.pt of mtlat-edu)", remedy, device, MODEL_KEYS)
+    cfg, num_classes = state["config"], state["num_classes"]
+    try:
+        model = build_model(cfg["model"], num_classes)
+        model.load_state_dict(state["model"])
+        info_cfg = {k: cfg[k] for k in ("method", "model", "dataset", "data_root", "image_size")}
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise mio.CorruptFileError(f"{path}: not a valid model file ({type(exc).__name__}: {exc}); {remedy}") from exc
+    model.to(device).eval()
+    history = state.get("history", [])
+    info = {
+        **info_cfg, "num_classes": num_classes,
+        "classes": state.get("classes"), "config": cfg, "history": history,
+        "test_acc": history[-1]["test_acc"] if history else None, "path": str(path),
+    }
+    return model, info
+
+
+def read_history(out_dir) -> list[dict]:
+    """The per-epoch history of a run folder (``[]`` when there is none yet)."""
+    path = Path(out_dir) / "history.json"
+    hist = mio.read_json(path, [], remedy="it is derived from checkpoint.pt: delete it and run fit (resume) again")
+    if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
+        raise mio.CorruptFileError(f"{path}: expected a JSON list of per-epoch records, got {type(hist).__name__}; "
+                                   "it is derived from checkpoint.pt: delete it and run fit (resume) again")
+    return hist

@@ -1,0 +1,142 @@
+"""One run's settings: :class:`TrainConfig` (the paper's recipe, section 4.2) and its schedule.
+
+Recipe (defaults of :class:`TrainConfig`): Adam, lr 0.002, weight decay 1e-4, the learning
+rate divided by 10 at the end of epochs 30, 60 and 80 of 90, batch 256, cross-entropy, Mixup
+``alpha = 0.4`` (:data:`mtlat_edu.paper.mixup.DEFAULT_ALPHA`), training FGSM
+``eps ~ U[0, 0.025]`` (:data:`mtlat_edu.paper.adversarial.EPS_MAX`). For shorter runs the three
+drops keep their place as fractions of the run (30/90, 60/90 and 80/90 of all steps), applied per
+step so that a 3-epoch run still sees them (:func:`lr_factor`).
+
+Used by :mod:`mtlat_edu.training.loop` (``fit``), the profiles and the ``mtlat-edu train`` options
+(:mod:`mtlat_edu.cli`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from mtlat_edu.core.checks import check_choice, check_int, check_positive, check_range, resolve_device
+from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
+from mtlat_edu.models import MODELS, mix_layer_count
+from mtlat_edu.paper.methods import ADVERSARIAL, METHODS, MethodConfig
+from mtlat_edu.robustness.corruptions import CORRUPTIONS
+
+PAPER_EPOCHS = 90
+PAPER_MILESTONES = (30, 60, 80)
+FAST_PATH = ("auto", "on", "off")
+TRACK_ATTACKS = ("pgd", "pgd_ll", "cw_l2")  # white-box attacks of the benchmark (attacks.ATTACKS), trackable
+TRACK_SEVERITY = 3          # severity of the optional tracked corruption
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (defaults: the paper's recipe, section 4.2)."""
+
+    method: str = "mtlat"
+    model: str = "resnet18"
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    image_size: int | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    epochs: int = 90
+    batch_size: int = 256
+    lr: float = 0.002
+    weight_decay: float = 1e-4
+    alpha: float = 0.4
+    eps_max: float = 0.025
+    per_batch: bool = False
+    target: str = "random"
+    augment: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 1000
+    fast_path: str = "auto"              # auto: on for CUDA; on: also on the CPU (tests); off
+    sync_bn: bool = False                # SyncBatchNorm across the ranks of a torchrun job
+    data_mode: str = "auto"              # memory, stream, auto (stream above data.STREAM_BYTES)
+    workers: int = 4                     # DataLoader decoding processes of the streaming path
+    track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
+    track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
+    track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
+    # options of the methods beyond the paper (docs/future.md); the others ignore them
+    pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
+    pgd_step_factor: float = 2.5         # mtlat_pgd: step size = factor * eps / k
+    pgd_random_start: bool = False       # mtlat_pgd: start from a random point of the eps-ball
+    manifold_layers: tuple[int, ...] = (0, 1, 2)  # manifold_mtlat: mixing layers (0 = the input)
+
+    def validate(self) -> "TrainConfig":
+        """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
+        check_choice(self.method, "method", METHODS)
+        check_choice(self.model, "model", MODELS)
+        check_choice(self.dataset, "dataset", DATASETS)
+        check_choice(self.augment, "augment", AUGMENTATIONS)
+        check_int(self.epochs, "epochs")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.eval_batch_size, "eval_batch_size")
+        check_int(self.seed, "seed", 0)
+        check_int(self.image_size, "image_size", 1, optional=True, what="the dataset's own size")
+        check_int(self.train_limit, "train_limit", 1, optional=True, what="all images")
+        check_int(self.test_limit, "test_limit", 1, optional=True, what="all images")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise ValueError(f"data_root: expected a folder path (a str) or None, got {self.data_root!r}")
+        resolve_device(self.device)
+        if self.method in ADVERSARIAL and (self.batch_size < 2 or self.batch_size % 2):
+            raise ValueError(f"batch_size: method {self.method!r} splits each batch into a clean and an "
+                             f"adversarial half, so it must be even and >= 2, got {self.batch_size}")
+        check_positive(self.lr, "lr")
+        check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
+        check_positive(self.alpha, "alpha")
+        check_range(self.eps_max, "eps_max", 0.0, 1.0)
+        self.method_config(10)  # validates target and the method options
+        check_choice(self.fast_path, "fast_path", FAST_PATH)
+        check_choice(self.data_mode, "data_mode", DATA_MODES)
+        check_int(self.workers, "workers", 0)
+        check_int(self.track_robustness, "track_robustness", 0)
+        self.track_attacks = tuple(self.track_attacks)
+        if not self.track_attacks:
+            raise ValueError(f"track_attacks: name at least one of {', '.join(TRACK_ATTACKS)}")
+        for name in self.track_attacks:
+            check_choice(name, "track_attacks", TRACK_ATTACKS)
+        if self.track_corruption is not None:
+            check_choice(self.track_corruption, "track_corruption", CORRUPTIONS)
+            if not self.track_robustness:
+                raise ValueError("track_corruption: needs track_robustness > 0 (the number of test images tracked)")
+        if max(self.manifold_layers) >= mix_layer_count(self.model):
+            raise ValueError(f"manifold_layers: model {self.model!r} mixes at layers 0 (the input) to "
+                             f"{mix_layer_count(self.model) - 1}, got {list(self.manifold_layers)}")
+        return self
+
+    def method_config(self, num_classes: int) -> MethodConfig:
+        """The :class:`MethodConfig` of this run (checks the method options; a list of
+        ``manifold_layers`` becomes a tuple, so that the run's identity does not depend on it)."""
+        mcfg = MethodConfig(num_classes=num_classes, alpha=self.alpha, eps_max=self.eps_max, per_batch=self.per_batch,
+                            target=self.target, pgd_steps=self.pgd_steps, pgd_step_factor=self.pgd_step_factor,
+                            pgd_random_start=self.pgd_random_start, manifold_layers=self.manifold_layers)
+        self.manifold_layers = mcfg.manifold_layers
+        return mcfg
+
+    def resolved_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def fast(self, device: torch.device) -> bool:
+        """Whether the GPU fast path (bf16 autocast, channels_last, torch.compile) is on for ``device``."""
+        return self.fast_path == "on" or (self.fast_path == "auto" and device.type == "cuda")
+
+    def identity(self) -> dict:
+        """The fields that must match for a checkpoint to be resumed."""
+        d = dataclasses.asdict(self)
+        for k in ("device", "compile", "eval_batch_size", "fast_path", "data_mode", "workers"):
+            d.pop(k)
+        return d
+
+
+def lr_factor(step: int, total_steps: int, epochs_ref: int = PAPER_EPOCHS,
+              milestones=PAPER_MILESTONES) -> float:
+    """The paper's step schedule as a function of progress: /10 after each milestone fraction."""
+    passed = sum(step >= round(m / epochs_ref * total_steps) for m in milestones)
+    return 0.1 ** passed
