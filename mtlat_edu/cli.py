@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import re
 import sys
@@ -29,6 +30,22 @@ from .data import AUGMENTATIONS, DATASETS
 def default_run_dir(root, cfg) -> Path:
     """``<root>/<dataset>-<model>/<method>`` (one folder per trained model)."""
     return Path(root) / f"{cfg.dataset}-{cfg.model}" / cfg.method
+
+
+# The TrainConfig fields that ``train`` does not set from an option of the same name (every other
+# field is an option ``--field-name`` with the field's default: tests/test_cli_config.py checks it).
+TRAIN_OPTION_EXCEPTIONS = {
+    "method": "--method takes several methods, one run each",
+    "seed": "--seed, or --seeds for several runs",
+    "amp": "--no-amp turns it off",
+    "channels_last": "part of the fast path (--fast-path)",
+    "eval_batch_size": "the test-set batch: no effect on the results",
+}
+
+
+def _plain(value):
+    """An argparse list as the tuple a TrainConfig field holds."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -83,21 +100,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
 
-def cmd_train(args) -> int:
+def train_configs(args) -> list:
+    """The validated :class:`~mtlat_edu.training.config.TrainConfig` of every run ``train`` asks for
+    (each method x each seed): every field from its option, checked before anything trains."""
+    from mtlat_edu.training.config import TrainConfig
     from mtlat_edu.training.profiles import check_seeds
-    from mtlat_edu.training import TrainConfig, fit
     seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
-    cfgs = [TrainConfig(
-        method=method, model=args.model, dataset=args.dataset, data_root=args.data_root,
-        image_size=args.image_size, train_limit=args.train_limit, test_limit=args.test_limit,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        alpha=args.alpha, eps_max=args.eps_max, per_batch=args.per_batch, target=args.target,
-        augment=args.augment, seed=seed, device=args.device, amp=not args.no_amp, compile=args.compile,
-        pgd_steps=args.pgd_steps, pgd_step_factor=args.pgd_step_factor, pgd_random_start=args.pgd_random_start,
-        manifold_layers=tuple(args.manifold_layers), fast_path=args.fast_path, sync_bn=args.sync_bn,
-        data_mode=args.data_mode, workers=args.workers, track_robustness=args.track_robustness,
-        track_attacks=tuple(args.track_attacks), track_corruption=args.track_corruption,
-    ).validate() for method in args.method for seed in seeds]  # every option checked before anything trains
+    common = {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
+              if f.name not in TRAIN_OPTION_EXCEPTIONS}
+    return [TrainConfig(method=method, seed=seed, amp=not args.no_amp, **common).validate()
+            for method in args.method for seed in seeds]
+
+
+def cmd_train(args) -> int:
+    from mtlat_edu.training import fit
+    cfgs = train_configs(args)
     rows = []
     for cfg in cfgs:
         out = default_run_dir(args.runs, cfg)

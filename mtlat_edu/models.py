@@ -17,7 +17,7 @@ Registry ``MODELS`` (name -> constructor ``fn(num_classes) -> nn.Module``):
 
 Manifold Mixup (Verma et al., ICML 2019; used by the ``manifold_mtlat`` method): every model built
 by :func:`build_model` carries ``mix_points``, the submodules after which hidden representations
-may be mixed, and :func:`manifold_forward` runs "up to layer ``l``, mix the couples, continue"
+may be mixed, and :func:`mtlat_edu.paper.mixup.manifold_forward` runs "up to layer ``l``, mix the couples, continue"
 (layer 0 is the input, as in the reference code's ``layer_mix = randint(0, 2)``).
 """
 from __future__ import annotations
@@ -29,7 +29,6 @@ from torch import nn
 from torchvision import models as tvm
 
 from mtlat_edu.core.checks import check_choice, check_int, check_nchw
-from mtlat_edu.paper.mixup import interpolate
 
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
 # for both CIFAR and ImageNet data; any fixed affine map is equivalent up to the first layer.
@@ -193,34 +192,3 @@ def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
     model = NormalizedModel(MODELS[name](num_classes))
     model.mix_points = tuple(model.net.get_submodule(p) for p in MIX_POINTS.get(name, ()))
     return model
-
-
-def manifold_forward(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, lam: torch.Tensor,
-                     layer: int) -> torch.Tensor:
-    """Logits of the couples ``(x_a[i], x_b[i])`` mixed at ``layer`` (Manifold Mixup, Verma et al. 2019).
-
-    ``h = lam * f_l(x_a) + (1 - lam) * f_l(x_b)`` where ``f_l`` is the model up to mixing point
-    ``l``, then the rest of the model on ``h``. Layer 0 mixes the images (eq. 1, input Mixup);
-    layer ``l >= 1`` runs ``x_a`` and ``x_b`` as one batch of 2B up to the ``l``-th entry of
-    ``model.mix_points`` (a forward hook replaces its output by the mixture, B rows) and B rows
-    after it. Batch norm before the mixing point sees ``x_a`` and ``x_b`` together (when ``x_b``
-    is a permutation of ``x_a``, the same statistics as the reference code's single batch).
-
-    ``lam`` is a (B,) tensor; gradients flow to both ``x_a`` and ``x_b``. Returns (B, classes) logits.
-    """
-    points = getattr(getattr(model, "_orig_mod", model), "mix_points", None)
-    if points is None:
-        raise ValueError("model: manifold mixing needs a model built by models.build_model (it carries mix_points)")
-    check_int(layer, "layer", 0)
-    if layer > len(points):
-        raise ValueError(f"layer: this model mixes at layers 0 (the input) to {len(points)}, got {layer}")
-    if x_a.shape != x_b.shape:
-        raise ValueError(f"x_b: expected the shape of x_a {tuple(x_a.shape)}, got {tuple(x_b.shape)}")
-    if layer == 0:
-        return model(interpolate(x_a, x_b, lam))
-    n = x_a.shape[0]
-    handle = points[layer - 1].register_forward_hook(lambda mod, inp, out: interpolate(out[:n], out[n:], lam))
-    try:
-        return model(torch.cat([x_a, x_b]))
-    finally:
-        handle.remove()

@@ -335,3 +335,21 @@ def test_cli_evaluate_paths_and_errors(smoke_runs, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["evaluate", "--no-progress"]) == 2
     assert "--profile" in capsys.readouterr().err
+
+
+def test_evaluate_takes_in_memory_models_and_data(tiny, tmp_path):
+    """The session's models go through ``benchmark.evaluate`` without files: the same cells as
+    ``run_suite`` on the same models and images, and a clear error without a test set."""
+    from mtlat_edu.benchmark import evaluate
+    data, models, surrogate = tiny
+    kw = dict(parts=["brightness", "pgd", "mi_fgsm_0.04"], eval_limit=20, attack_limit=6, severities=(1,),
+              device="cpu", progress=False)
+    res = evaluate(dict(models), data=data, surrogate=surrogate, out=tmp_path / "ev", **kw)
+    ref = suite.run_suite(dict(models), data, tmp_path / "ref", surrogate=surrogate, clean_all=True, **kw)
+    cols = ["model", "perturbation", "severity", "accuracy"]
+    got = res.suite.results[cols].sort_values(cols[:3]).reset_index(drop=True)
+    want = ref.results[cols].sort_values(cols[:3]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    assert list(res.scores.index) == ["standard", "mtlat"] and (tmp_path / "ev" / "tables.md").exists()
+    with pytest.raises(ValueError, match="data: in-memory models carry no dataset"):
+        evaluate(dict(models), out=tmp_path / "none", **kw)

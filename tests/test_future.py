@@ -8,7 +8,8 @@ from mtlat_edu.paper.labels import one_hot, tlat_labels
 from mtlat_edu.paper.methods import (MANIFOLD_LAYERS, METHODS, MethodConfig, draw_layer, manifold_couples, mtlat_couples,
                                pgd_attack)
 from mtlat_edu.paper.mixup import mixup
-from mtlat_edu.models import MIX_POINTS, build_model, manifold_forward, mix_layer_count
+from mtlat_edu.models import MIX_POINTS, build_model, mix_layer_count
+from mtlat_edu.paper.mixup import manifold_forward
 from mtlat_edu.training.profiles import FUTURE_METHODS, TABLE_METHODS
 from mtlat_edu.training import TrainConfig, fit
 

@@ -19,15 +19,21 @@ import argparse
 import dataclasses
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlat_edu.benchmark import parts as P
+from mtlat_edu.benchmark.claims import check_claims, claims_lines
+from mtlat_edu.benchmark.corruption_files import corruption_file_accuracy, detect_layout, write_corruption_files
+from mtlat_edu.benchmark.report import table3_markdown, write_tables
+from mtlat_edu.benchmark.scores import REFERENCE, aggregate, score_table
+from mtlat_edu.benchmark.suite import as_model_ref, load_model_ref, run_suite
 from mtlat_edu.core import io as mio
-from ..data import load_dataset
-from . import parts as P
-from .claims import claims_lines
-from .scores import REFERENCE
-from .suite import run_suite
+from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.data import load_dataset
+from mtlat_edu.paper.methods import METHODS
+from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, load_profile_data, run_dir
 
 CLAIMS_JSON = "claims.json"
 
@@ -137,13 +143,13 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
                    data_root: str | None = None, seed: int | None = None, methods=None):
     """Load the models to benchmark. Returns ``(refs, surrogate_ref, profile_obj, missing_methods)``.
 
-    With ``profile``, every method (``methods``, default: the profile's) of
+    ``paths``: run folders / ``model.pt`` files, or a mapping ``{name: model}`` of in-memory models
+    (``nn.Module``, :class:`ModelRef` or path; e.g. a notebook session's models, benchmarked without
+    reading their files again). With ``profile``, every method (``methods``, default: the profile's) of
     ``<runs>/<profile>/<method>/seed<seed>/model.pt`` that exists (in that order; ``seed``: the
     profile's first when None) and the surrogate of the same seed; methods not trained yet are
     reported in ``missing_methods``.
     """
-    from mtlat_edu.training.profiles import SURROGATE, get_profile, run_dir
-    from .suite import load_model_ref
 
     refs, taken, missing, prof = [], set(), [], None
     if profile is not None:
@@ -157,6 +163,13 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
                 missing.append(method)
         if surrogate is None and (run_dir(prof, runs, SURROGATE, seed) / "model.pt").exists():
             surrogate = run_dir(prof, runs, SURROGATE, seed)
+    if isinstance(paths, Mapping):
+        for name, model in paths.items():
+            if name in taken:
+                raise ValueError(f"models: {name!r} is also one of the profile's runs; give it another name")
+            refs.append(as_model_ref(name, model, device))
+            taken.add(name)
+        paths = ()
     for path in paths:
         path = Path(path)
         if not path.exists():
@@ -175,7 +188,9 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
         raise FileNotFoundError(f"models: no trained model found{where}; train first "
                                 f"(mtlat-edu train ..., or profiles.train_profile) or pass run folders")
     sur = None
-    if surrogate is not None:
+    if surrogate is not None and not isinstance(surrogate, (str, Path)):  # an in-memory surrogate
+        sur = as_model_ref("surrogate", surrogate, device)
+    elif surrogate is not None:
         if not Path(surrogate).exists():
             raise FileNotFoundError(f"surrogate: {surrogate} does not exist (expected a run folder with model.pt "
                                     "or a model.pt file)")
@@ -187,7 +202,7 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
              eval_limit="profile", attack_limit="profile", severities=P.SEVERITIES, device="auto",
              batch_size: int = 256, seed: int = 0, data_root: str | None = None, out=None,
              reference: str = REFERENCE, fresh: bool = False, progress: bool = True,
-             seeds=None, methods=None, corruption_files=None) -> EvaluateResult:
+             seeds=None, methods=None, corruption_files=None, data=None) -> EvaluateResult:
     """Benchmark trained models (run folders / model.pt files and/or a profile's runs) and write
     every result file into ``out``. ``eval_limit`` / ``attack_limit``: a number of images, None for
     all, or "profile" (the profile's limits with ``profile``, else all). ``seeds``: the training
@@ -196,15 +211,12 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     is measured on the whole test set. ``methods`` (with ``profile``): the methods to benchmark
     (default: the profile's). ``corruption_files``: a folder of Hendrycks' released CIFAR-10-C or
     ImageNet-C files; every model is also measured on them (:mod:`.corruption_files`) and
-    ``corruption_files.{csv,json,md}`` are written beside the tables (per seed and over the seeds)."""
-    from mtlat_edu.core.checks import resolve_device
-    from mtlat_edu.training.profiles import check_seeds, get_profile, load_profile_data
-    from .claims import check_claims
-    from .report import table3_markdown, write_tables
-    from .scores import aggregate, score_table
+    ``corruption_files.{csv,json,md}`` are written beside the tables (per seed and over the seeds).
+    ``models`` may map names to in-memory models (see :func:`collect_models`); ``data``: the test
+    set to use (an :class:`~mtlat_edu.data.ImageData`; default: the profile's, else the one the first
+    loaded model was trained on) — needed for in-memory models without a profile."""
 
     P.resolve_parts(parts)  # unknown part names fail before any model is loaded
-    from mtlat_edu.paper.methods import METHODS
     if methods is not None:
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
@@ -212,7 +224,6 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
             if m not in METHODS and m != "vgg_surrogate":
                 raise ValueError(f"methods: unknown name {m!r}; valid names: {', '.join(METHODS)}")
     if corruption_files is not None:
-        from .corruption_files import detect_layout
         detect_layout(corruption_files)  # absent or foreign files fail before any model is loaded
     dev = resolve_device(device)
     prof = get_profile(profile, **({"data_root": data_root} if data_root else {})) if profile else None
@@ -225,7 +236,7 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         attack_limit = prof.attack_limit if prof else None
     single = prof is None
 
-    data, out_root, suites, tables, files_res = None, None, {}, {}, {}
+    out_root, suites, tables, files_res = None, {}, {}, {}
     for k in seeds:
         refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k,
                                                methods=methods)
@@ -233,12 +244,15 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
             warnings.warn(f"models: not trained yet in {Path(runs) / profile} (seed {k}), left out: "
                           f"{', '.join(missing)}", stacklevel=2)
         first = refs[0].info
+        if data is None and prof is None and "dataset" not in first:
+            raise ValueError("data: in-memory models carry no dataset; pass data= (the test ImageData) or profile=")
         if data is None:
             data = load_profile_data(prof, "test") if prof is not None else load_dataset(
                 first["dataset"], "test", data_root or first["data_root"], first["image_size"])
+        if out_root is None:
             out_root = Path(out) if out is not None else Path(DEFAULT_RESULTS) / (
-                prof.name if prof else f"{first['dataset']}-{first['model']}")
-        for r in refs[1:] + ([sur] if sur else []):
+                prof.name if prof else f"{first.get('dataset', data.name)}-{first.get('model', 'models')}")
+        for r in [r for r in refs[1:] + ([sur] if sur else []) if r.info and first]:  # loaded ones: one dataset
             for key in ("dataset", "image_size", "num_classes"):
                 if r.info.get(key) != first.get(key):
                     raise ValueError(f"models: {r.name!r} has {key}={r.info.get(key)!r} but {refs[0].name!r} has "
@@ -251,7 +265,6 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         if not single:
             write_tables(tables[k], seed_out, reference, suites[k].meta, heatmap=False)
         if corruption_files is not None:
-            from .corruption_files import corruption_file_accuracy, write_corruption_files
             files_res[k] = corruption_file_accuracy(
                 {r.name: r.model for r in refs}, corruption_files, severities=severities, classes=first.get("classes"),
                 limit=eval_limit, seed=seed, image_size=first.get("image_size"), batch_size=batch_size, device=dev,
@@ -267,7 +280,6 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     claims = check_claims(tables, profile_info)
     files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, mio.json_ready(claims))
     if files_res:
-        from .corruption_files import write_corruption_files
         files.update(write_corruption_files(files_res, out_root, mean))
     md = (out_root / "tables.md").read_text(encoding="utf-8")
     return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,

@@ -45,6 +45,7 @@ from mtlat_edu.robustness.corruptions import IMAGENET_C
 from mtlat_edu.robustness.attacks import eval_mode
 from ..data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
 from .parts import SEVERITIES
+from .report import markdown_grid
 from .suite import measure_cell
 
 CORRUPTIONS: tuple[str, ...] = tuple(IMAGENET_C)  # the 15 of the leaderboards (Hendrycks' file names)
@@ -289,9 +290,8 @@ def write_corruption_files(results: Mapping[int, CorruptionFilesResult], out_dir
 
 
 def _markdown(df: pd.DataFrame, digits: int) -> str:
-    from .report import _markdown_grid
     rows = [[str(i)] + [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for i, row in df.iterrows()]
-    return _markdown_grid(["model"] + [str(c) for c in df.columns], rows, ["l"] + ["r"] * df.shape[1])
+    return markdown_grid(["model"] + [str(c) for c in df.columns], rows, ["l"] + ["r"] * df.shape[1])
 
 
 def _records(df: pd.DataFrame) -> dict:

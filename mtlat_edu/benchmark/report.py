@@ -43,7 +43,7 @@ def table_parts(columns) -> dict[str, list[str]]:
     return {k: v for k, v in split.items() if v}
 
 
-def _markdown_grid(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+def markdown_grid(header: list[str], rows: list[list[str]], align: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(" :--- " if a == "l" else " ---: " for a in align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -56,7 +56,7 @@ def markdown_part(scores: pd.DataFrame, columns: list[str], reference: str = REF
     text = format_scores(scores[columns], reference, None if std is None else std[columns])
     header = ["model"] + [P.display_name(c) for c in columns]
     rows = [[str(m)] + [text.loc[m, c] for c in columns] for m in scores.index]
-    return _markdown_grid(header, rows, ["l"] + ["r"] * len(columns))
+    return markdown_grid(header, rows, ["l"] + ["r"] * len(columns))
 
 
 def markdown_tables(scores: pd.DataFrame, reference: str = REFERENCE, meta: dict | None = None,
@@ -100,7 +100,7 @@ def table3_markdown(scores: pd.DataFrame, std: pd.DataFrame | None = None) -> st
 
     header = [""] + [TABLE3_TITLES[m] for m in TABLE3_METHODS]
     row = ["clean accuracy"] + [cell(m) for m in TABLE3_METHODS]
-    return _markdown_grid(header, [row], ["l"] + ["r"] * len(TABLE3_METHODS))
+    return markdown_grid(header, [row], ["l"] + ["r"] * len(TABLE3_METHODS))
 
 
 def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None):

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import torch
 
+from mtlat_edu.benchmark import evaluate, run_suite
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, get_profile, load_profile_data, run_dir,
                        train_seeds)
@@ -257,11 +258,23 @@ class Course:
         """Every run of this profile and of every seed through the benchmark (cells already in the
         cache are reused): an :class:`~mtlat_edu.benchmark.EvaluateResult` with the mean ± std
         tables and the claims verdicts. Trains what is missing first."""
-        from mtlat_edu.benchmark import evaluate
         self.train_all(progress=progress)
         return evaluate(profile=self.profile.name, runs=self.runs_root, out=self.benchmark_dir, device=self.device,
                         data_root=self.profile.data_root, eval_limit=self.eval_limit, attack_limit=self.attack_limit,
                         seeds=self.seeds, progress=progress, **kw)
+
+    def suite(self, models=None, parts=None, surrogate=None, progress: bool = False, **kw):
+        """Models through the benchmark's suite on this course's test set, limits and device, kept in
+        :meth:`suite_dir` (cells already in its cache are reused): a :class:`~mtlat_edu.benchmark.SuiteResult`.
+
+        ``models``: a ``{name: model}`` dict, or method names of this profile (default: all of them;
+        the first seed's runs, trained when missing); ``surrogate``: the VGG surrogate of the
+        black-box attacks (a model); ``parts``: the benchmark's columns (default: all)."""
+        if not isinstance(models, dict):
+            models = self.models(models)
+        return run_suite(models, self.data("test"), self.suite_dir(), parts=parts, surrogate=surrogate,
+                         eval_limit=self.eval_limit, attack_limit=self.attack_limit, device=self.device,
+                         progress=progress, **kw)
 
     def summary(self) -> dict:
         """The settings of this notebook run, for a results JSON."""

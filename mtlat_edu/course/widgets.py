@@ -24,7 +24,7 @@ from . import viz
 from mtlat_edu.paper.adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
 from mtlat_edu.paper.labels import one_hot, tlat_labels
 from mtlat_edu.paper.mixup import mixup, sample_lambda
-from mtlat_edu.models import manifold_forward
+from mtlat_edu.paper.mixup import manifold_forward
 
 
 class Panel:
@@ -377,7 +377,7 @@ def pgd_steps_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.025
 
 @torch.no_grad()
 def manifold_example(model, x1, x2, layer: int, lam: float, grid: int = 21) -> dict:
-    """A couple mixed at ``layer`` (:func:`mtlat_edu.models.manifold_forward`, eval mode): the
+    """A couple mixed at ``layer`` (:func:`mtlat_edu.paper.mixup.manifold_forward`, eval mode): the
     model's probabilities at ``lam``, and for every mixing layer its probabilities along a grid
     of lambda in [0, 1] (``curves[l]``: (grid, classes))."""
     x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")

@@ -58,8 +58,7 @@ from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION,
 from mtlat_edu.core.checks import (check_choice, check_int, check_int_set, check_labels, check_model_input, check_positive,
                      check_range)
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
-from .mixup import DEFAULT_ALPHA, interpolate, random_mixup, random_pairs
-from mtlat_edu.models import manifold_forward
+from .mixup import DEFAULT_ALPHA, interpolate, manifold_forward, random_mixup, random_pairs
 
 # Manifold Mixup's mixing layers (Verma et al.'s reference code: ``layer_mix = randint(0, 2)``).
 MANIFOLD_LAYERS = (0, 1, 2)
@@ -300,7 +299,7 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     ``lam * g`` is the sign of ``g``, so the mixed input moves by ``eps * sign(g)``).
 
     Returns ``(x_a, x_b, lam, y_mix1, y_mtlat, layer, extras)``: the B couples (clean half first,
-    adversarial second) to pass to :func:`models.manifold_forward` at ``layer``, their labels, and
+    adversarial second) to pass to :func:`mtlat_edu.paper.mixup.manifold_forward` at ``layer``, their labels, and
     ``extras`` with ``x_adv_a``, ``x_adv_b`` (the perturbed couples of the adversarial half, whose
     clean images are ``x_3`` and ``x_3[perm]``), ``perm``, ``y_mix2``, ``y_target`` and ``eps``.
     """

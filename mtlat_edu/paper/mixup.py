@@ -11,6 +11,7 @@ draws a single ``lam`` for the whole batch (the original Mixup implementation).
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from mtlat_edu.core.checks import check_eps, check_images, check_int, check_labels, check_nchw, check_positive, check_soft_labels
 
@@ -84,3 +85,34 @@ def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_A
     lam, perm = random_pairs(n, alpha, per_batch=per_batch, generator=generator, device=x.device, validate=validate)
     x_mix, y_mix = mixup(x, y_soft, lam, perm, validate=validate)
     return x_mix, y_mix, lam
+
+
+def manifold_forward(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, lam: torch.Tensor,
+                     layer: int) -> torch.Tensor:
+    """Logits of the couples ``(x_a[i], x_b[i])`` mixed at ``layer`` (Manifold Mixup, Verma et al. 2019).
+
+    ``h = lam * f_l(x_a) + (1 - lam) * f_l(x_b)`` where ``f_l`` is the model up to mixing point
+    ``l``, then the rest of the model on ``h``. Layer 0 mixes the images (eq. 1, input Mixup);
+    layer ``l >= 1`` runs ``x_a`` and ``x_b`` as one batch of 2B up to the ``l``-th entry of
+    ``model.mix_points`` (a forward hook replaces its output by the mixture, B rows) and B rows
+    after it. Batch norm before the mixing point sees ``x_a`` and ``x_b`` together (when ``x_b``
+    is a permutation of ``x_a``, the same statistics as the reference code's single batch).
+
+    ``lam`` is a (B,) tensor; gradients flow to both ``x_a`` and ``x_b``. Returns (B, classes) logits.
+    """
+    points = getattr(getattr(model, "_orig_mod", model), "mix_points", None)
+    if points is None:
+        raise ValueError("model: manifold mixing needs a model built by models.build_model (it carries mix_points, the hidden layers of models.MIX_POINTS)")
+    check_int(layer, "layer", 0)
+    if layer > len(points):
+        raise ValueError(f"layer: this model mixes at layers 0 (the input) to {len(points)}, got {layer}")
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_b: expected the shape of x_a {tuple(x_a.shape)}, got {tuple(x_b.shape)}")
+    if layer == 0:
+        return model(interpolate(x_a, x_b, lam))
+    n = x_a.shape[0]
+    handle = points[layer - 1].register_forward_hook(lambda mod, inp, out: interpolate(out[:n], out[n:], lam))
+    try:
+        return model(torch.cat([x_a, x_b]))
+    finally:
+        handle.remove()

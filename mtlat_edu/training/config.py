@@ -28,6 +28,9 @@ PAPER_MILESTONES = (30, 60, 80)
 FAST_PATH = ("auto", "on", "off")
 TRACK_ATTACKS = ("pgd", "pgd_ll", "cw_l2")  # white-box attacks of the benchmark (attacks.ATTACKS), trackable
 TRACK_SEVERITY = 3          # severity of the optional tracked corruption
+_METHOD = MethodConfig()    # the methods' defaults (the paper's, section 4.2): the one source of them
+# TrainConfig fields that are MethodConfig's (copied into it by ``method_config``; validated there, once)
+METHOD_FIELDS = tuple(f.name for f in dataclasses.fields(MethodConfig) if f.name != "num_classes")
 
 
 @dataclass
@@ -45,10 +48,11 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 0.002
     weight_decay: float = 1e-4
-    alpha: float = 0.4
-    eps_max: float = 0.025
-    per_batch: bool = False
-    target: str = "random"
+    # the methods' hyper-parameters: defaults from MethodConfig (one source, paper/methods.py)
+    alpha: float = _METHOD.alpha                 # Mixup Beta(alpha, alpha), eq. (1)
+    eps_max: float = _METHOD.eps_max             # training FGSM eps ~ U[0, eps_max]
+    per_batch: bool = _METHOD.per_batch
+    target: str = _METHOD.target
     augment: str = "none"
     seed: int = 0
     device: str = "auto"
@@ -64,10 +68,10 @@ class TrainConfig:
     track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
     track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
     # options of the methods beyond the paper (docs/future.md); the others ignore them
-    pgd_steps: int = 3                   # mtlat_pgd: targeted PGD iterations k
-    pgd_step_factor: float = 2.5         # mtlat_pgd: step size = factor * eps / k
-    pgd_random_start: bool = False       # mtlat_pgd: start from a random point of the eps-ball
-    manifold_layers: tuple[int, ...] = (0, 1, 2)  # manifold_mtlat: mixing layers (0 = the input)
+    pgd_steps: int = _METHOD.pgd_steps                  # mtlat_pgd: targeted PGD iterations k
+    pgd_step_factor: float = _METHOD.pgd_step_factor    # mtlat_pgd: step size = factor * eps / k
+    pgd_random_start: bool = _METHOD.pgd_random_start   # mtlat_pgd: start from a random point of the eps-ball
+    manifold_layers: tuple[int, ...] = _METHOD.manifold_layers  # manifold_mtlat: mixing layers (0 = the input)
 
     def validate(self) -> "TrainConfig":
         """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
@@ -90,9 +94,7 @@ class TrainConfig:
                              f"adversarial half, so it must be even and >= 2, got {self.batch_size}")
         check_positive(self.lr, "lr")
         check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
-        check_positive(self.alpha, "alpha")
-        check_range(self.eps_max, "eps_max", 0.0, 1.0)
-        self.method_config(10)  # validates target and the method options
+        self.method_config(10)  # validates alpha, eps_max, target and the other method options (once)
         check_choice(self.fast_path, "fast_path", FAST_PATH)
         check_choice(self.data_mode, "data_mode", DATA_MODES)
         check_int(self.workers, "workers", 0)
@@ -114,9 +116,7 @@ class TrainConfig:
     def method_config(self, num_classes: int) -> MethodConfig:
         """The :class:`MethodConfig` of this run (checks the method options; a list of
         ``manifold_layers`` becomes a tuple, so that the run's identity does not depend on it)."""
-        mcfg = MethodConfig(num_classes=num_classes, alpha=self.alpha, eps_max=self.eps_max, per_batch=self.per_batch,
-                            target=self.target, pgd_steps=self.pgd_steps, pgd_step_factor=self.pgd_step_factor,
-                            pgd_random_start=self.pgd_random_start, manifold_layers=self.manifold_layers)
+        mcfg = MethodConfig(num_classes=num_classes, **{name: getattr(self, name) for name in METHOD_FIELDS})
         self.manifold_layers = mcfg.manifold_layers
         return mcfg
 

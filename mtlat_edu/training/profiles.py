@@ -40,6 +40,7 @@ TABLE_METHODS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat"
 # compared with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10.
 FUTURE_METHODS = ("mtlat_pgd", "manifold_mtlat")
 SURROGATE = "vgg_surrogate"
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # what a profile passes on
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,8 @@ class Profile:
         """The :class:`TrainConfig` of ``method`` under this profile."""
         if method not in METHODS:
             raise ValueError(f"method: unknown name {method!r}; valid names: {', '.join(METHODS)}")
-        cfg = TrainConfig(method=method, model=self.model, dataset=self.dataset, data_root=self.data_root,
-                          image_size=self.image_size, train_limit=self.train_limit, test_limit=self.test_limit,
-                          epochs=self.epochs, batch_size=self.batch_size, augment=self.augment)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in TRAIN_FIELDS}
+        cfg = TrainConfig(method=method, **shared)
         return dataclasses.replace(cfg, **overrides)
 
     def surrogate_config(self, **overrides) -> TrainConfig:

@@ -1,0 +1,73 @@
+"""One configuration flows down: CLI options -> TrainConfig -> MethodConfig, one source per default."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mtlat_edu import cli
+from mtlat_edu.paper.methods import MethodConfig
+from mtlat_edu.training.config import METHOD_FIELDS, TrainConfig
+from mtlat_edu.training.profiles import Profile, get_profile
+
+
+def _train_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return parser, sub.choices["train"]
+
+
+def test_every_train_config_field_is_an_option_with_its_default():
+    _, train = _train_parser()
+    options = {a.dest: a for a in train._actions}
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in cli.TRAIN_OPTION_EXCEPTIONS]
+    assert len(fields) >= 25
+    for f in fields:
+        assert f.name in options, f"TrainConfig.{f.name} has no --{f.name.replace('_', '-')} option"
+        assert f"--{f.name.replace('_', '-')}" in options[f.name].option_strings
+        default = options[f.name].default
+        assert cli._plain(default) == getattr(TrainConfig(), f.name), f.name
+    assert set(cli.TRAIN_OPTION_EXCEPTIONS) <= {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_the_paper_defaults_have_one_source():
+    # section 4.2: Mixup alpha 0.4, training eps ~ U[0, 0.025], targets drawn at random
+    assert (TrainConfig().alpha, TrainConfig().eps_max, TrainConfig().target) == (0.4, 0.025, "random")
+    for name in METHOD_FIELDS:
+        assert getattr(TrainConfig(), name) == getattr(MethodConfig(), name), name
+    assert set(METHOD_FIELDS) == {f.name for f in dataclasses.fields(MethodConfig)} - {"num_classes"}
+
+
+def test_options_reach_the_train_config_and_the_method_config():
+    parser, _ = _train_parser()
+    args = parser.parse_args(["train", "--method", "standard", "mtlat_pgd", "--seeds", "3", "4", "--alpha", "0.2",
+                              "--eps-max", "0.01", "--target", "least_likely", "--per-batch", "--pgd-steps", "5",
+                              "--manifold-layers", "0", "2", "--no-amp", "--epochs", "2", "--batch-size", "8",
+                              "--model", "small_cnn", "--dataset", "synthetic", "--track-robustness", "4",
+                              "--track-attacks", "pgd", "pgd_ll", "--workers", "0"])
+    cfgs = cli.train_configs(args)
+    assert [(c.method, c.seed) for c in cfgs] == [("standard", 3), ("standard", 4), ("mtlat_pgd", 3), ("mtlat_pgd", 4)]
+    c = cfgs[-1]
+    assert (c.alpha, c.eps_max, c.target, c.per_batch, c.pgd_steps, c.amp) == (0.2, 0.01, "least_likely", True, 5, False)
+    assert c.manifold_layers == (0, 2) and c.track_attacks == ("pgd", "pgd_ll") and c.track_robustness == 4
+    assert (c.epochs, c.batch_size, c.model, c.dataset, c.workers) == (2, 8, "small_cnn", "synthetic", 0)
+    m = c.method_config(7)
+    assert (m.num_classes, m.alpha, m.eps_max, m.target, m.per_batch, m.pgd_steps, m.manifold_layers) == \
+        (7, 0.2, 0.01, "least_likely", True, 5, (0, 2))
+
+
+def test_a_bad_option_is_refused_once_with_its_name(capsys):
+    assert cli.main(["train", "--method", "mtlat", "--eps-max", "1.5", "--dataset", "synthetic"]) == 2
+    assert "--eps-max: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="alpha"):
+        TrainConfig(alpha=0.0).validate()
+
+
+def test_a_profile_passes_every_shared_field_to_its_runs():
+    p = Profile("t", dataset="synthetic", model="small_cnn", epochs=3, batch_size=10, data_root="/d", image_size=16,
+                train_limit=50, test_limit=20, augment="flipcrop")
+    cfg = p.train_config("mixup", seed=2)
+    assert (cfg.method, cfg.dataset, cfg.model, cfg.epochs, cfg.batch_size, cfg.data_root, cfg.image_size,
+            cfg.train_limit, cfg.test_limit, cfg.augment, cfg.seed) == \
+        ("mixup", "synthetic", "small_cnn", 3, 10, "/d", 16, 50, 20, "flipcrop", 2)
+    assert get_profile("cpu").surrogate_config().model == "vgg_small"
