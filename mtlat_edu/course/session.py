@@ -177,6 +177,16 @@ class Course:
         return train_seeds(self.profile, self.runs_root, methods=methods, surrogate=surrogate, seeds=self.seeds,
                            device=self.device, progress=progress)
 
+    def train_tracked(self, methods: Sequence[str], images: int = 500, attacks: Sequence[str] = ("pgd",),
+                      corruption: str | None = None, progress: bool = False) -> dict:
+        """The first seed's runs of ``methods`` trained with a robustness record after every epoch
+        (``TrainConfig.track_robustness``: accuracy under ``attacks`` and ``corruption`` on ``images``
+        fixed test images), kept apart in ``<runs_root>/tracked`` and reused: ``{method: TrainResult}``."""
+        seed = self.seeds[0]
+        return train_seeds(self.profile, self.runs_root / "tracked", methods=methods, surrogate=False, seeds=(seed,),
+                           device=self.device, progress=progress, track_robustness=images,
+                           track_attacks=tuple(attacks), track_corruption=corruption)[seed]
+
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
         """``{name: model}`` in eval mode, first seed (trained first if missing)."""
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
