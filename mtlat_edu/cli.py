@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 
 from mtlat_edu.core import distributed as D
+from mtlat_edu.paper.adversarial import TARGET_SELECTION
 from mtlat_edu.paper.methods import METHODS
 from .models import MODELS
-from .data import AUGMENTATIONS, DATASETS
+from .data import AUGMENTATIONS, DATA_MODES, DATASETS
 
 
 def default_run_dir(root, cfg) -> Path:
@@ -49,7 +50,7 @@ def _plain(value):
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from mtlat_edu.training.config import TrainConfig
+    from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig
     d = TrainConfig()
     p.add_argument("--method", nargs="+", default=[d.method], choices=list(METHODS),
                    help="one or more training methods (Tables 1-3); each is trained in turn")
@@ -66,7 +67,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=d.alpha, help="Mixup Beta(alpha, alpha), eq. (1)")
     p.add_argument("--eps-max", type=float, default=d.eps_max, help="training FGSM eps ~ U[0, eps_max]")
     p.add_argument("--per-batch", action="store_true", help="one lambda and one eps per batch instead of per couple")
-    p.add_argument("--target", default=d.target, choices=["random", "random_other", "least_likely"])
+    p.add_argument("--target", default=d.target, choices=list(TARGET_SELECTION),
+                   help="how the training attacks pick y_target: " + "; ".join(
+                       f"{e.name}: {e.description}" for e in TARGET_SELECTION.entries()))
     p.add_argument("--augment", default=d.augment, choices=list(AUGMENTATIONS))
     p.add_argument("--pgd-steps", type=int, default=d.pgd_steps,
                    help="mtlat_pgd: targeted PGD iterations k (1 without random start = mtlat)")
@@ -82,17 +85,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
-    p.add_argument("--fast-path", default=d.fast_path, choices=["auto", "on", "off"],
+    p.add_argument("--fast-path", default=d.fast_path, choices=list(FAST_PATH),
                    help="bf16 autocast, channels_last, --compile: auto = on CUDA only; on = also on the CPU")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)")
-    p.add_argument("--data-mode", default=d.data_mode, choices=["memory", "stream", "auto"],
+    p.add_argument("--data-mode", default=d.data_mode, choices=list(DATA_MODES),
                    help="memory: decode the dataset into RAM (cached); stream: DataLoader workers decode "
                         "each batch from the files; auto: stream above 4 GiB of decoded images")
     p.add_argument("--workers", type=int, default=d.workers, help="decoding processes of --data-mode stream")
     p.add_argument("--track-robustness", type=int, default=d.track_robustness, metavar="N",
                    help="after every epoch, record the PGD accuracy (eps 0.04, 10 it.) on N fixed test images")
-    p.add_argument("--track-attacks", nargs="+", default=list(d.track_attacks), choices=["pgd", "pgd_ll", "cw_l2"],
+    p.add_argument("--track-attacks", nargs="+", default=list(d.track_attacks), choices=list(TRACK_ATTACKS),
                    help="with --track-robustness: the white-box attacks tracked (default: pgd)")
     p.add_argument("--track-corruption", default=None, metavar="NAME",
                    help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
@@ -138,7 +141,7 @@ def add_train_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-surrogate", action="store_true", help="skip the VGG surrogate of the black-box attacks")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--data-mode", default="auto", choices=["memory", "stream", "auto"])
+    p.add_argument("--data-mode", default="auto", choices=list(DATA_MODES))
     p.add_argument("--sync-bn", action="store_true", help="under torchrun: SyncBatchNorm")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
 

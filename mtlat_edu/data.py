@@ -39,6 +39,7 @@ from torchvision.transforms import v2
 
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_choice, check_int, check_positive
+from mtlat_edu.core.registry import Registry
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
@@ -481,12 +482,16 @@ def load_synthetic(split: str, root=None, n: int | None = None, seed: int = 0, i
     return make_synthetic(n, seed=seed * 2 + (0 if split == "train" else 1), image_size=image_size)
 
 
-DATASETS: dict[str, Callable[..., ImageData]] = {
-    "cifar10": lambda split, root=None, image_size=None: load_cifar10(split, root, image_size=image_size),
-    "imagefolder": lambda split, root=None, image_size=None: load_imagefolder(split, _need_root(root), image_size),
-    "imagenet100": lambda split, root=None, image_size=None: load_imagenet100(split, _need_root(root), image_size or 224),
-    "synthetic": lambda split, root=None, image_size=None: load_synthetic(split, image_size=image_size or 32),
-}
+# kind: "real" images, or "generated" ones (not real data: smoke runs and tests only)
+DATASETS = Registry("dataset", kinds=("real", "generated"))
+DATASETS.add("cifar10", lambda split, root=None, image_size=None: load_cifar10(split, root, image_size=image_size),
+             label="CIFAR-10", kind="real", description="CIFAR-10 (torchvision's arrays, or an ImageFolder tree)")
+DATASETS.add("imagefolder", lambda split, root=None, image_size=None: load_imagefolder(split, _need_root(root), image_size),
+             label="ImageFolder", kind="real", description="any ImageFolder tree with train/ and test/")
+DATASETS.add("imagenet100", lambda split, root=None, image_size=None: load_imagenet100(split, _need_root(root), image_size or 224),
+             label="ImageNet-100", kind="real", description="the paper's ImageNet-100 protocol (section 4.2)")
+DATASETS.add("synthetic", lambda split, root=None, image_size=None: load_synthetic(split, image_size=image_size or 32),
+             label="synthetic", kind="generated", description="a small generated dataset (not real data)")
 
 
 def _need_root(root):
@@ -504,7 +509,7 @@ def load_dataset(name: str, split: str, root=None, image_size: int | None = None
     ``"auto"`` streams when the decoded split would exceed :data:`STREAM_BYTES`. Datasets that only
     exist as tensors (``synthetic``, torchvision's CIFAR-10 arrays) are always in memory.
     """
-    check_choice(name, "dataset", DATASETS)
+    load = DATASETS.lookup(name)
     _check_split(split)
     check_choice(mode, "data_mode", DATA_MODES)
     check_int(image_size, "image_size", 1, optional=True, what="the dataset's own size")
@@ -515,7 +520,7 @@ def load_dataset(name: str, split: str, root=None, image_size: int | None = None
             files = files.subset(limit, seed)
             if mode == "stream" or files.decoded_bytes() > STREAM_BYTES:
                 return files
-    return DATASETS[name](split, root, image_size).subset(limit, seed)
+    return load(split, root, image_size).subset(limit, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +584,7 @@ def flip_crop(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None =
               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
 
 
-AUGMENTATIONS: dict[str, Callable] = {
-    "none": lambda x, g=None: x,
-    "flipcrop": lambda x, g=None: flip_crop(x, 4, g),
-}
+AUGMENTATIONS = Registry("augment")
+AUGMENTATIONS.add("none", lambda x, g=None: x, description="the images as they are (the paper's regime)")
+AUGMENTATIONS.add("flipcrop", lambda x, g=None: flip_crop(x, 4, g),
+                  description="random horizontal flip and 4 px reflection-padded random crop, per image")

@@ -22,13 +22,12 @@ may be mixed, and :func:`mtlat_edu.paper.mixup.manifold_forward` runs "up to lay
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torchvision import models as tvm
 
-from mtlat_edu.core.checks import check_choice, check_int, check_nchw
+from mtlat_edu.core.checks import check_int, check_nchw
+from mtlat_edu.core.registry import Registry
 
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
 # for both CIFAR and ImageNet data; any fixed affine map is equivalent up to the first layer.
@@ -157,15 +156,23 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "resnet18": _cifar_resnet18,
-    "preact_resnet18": PreActResNet18,
-    "resnet50": lambda n: tvm.resnet50(num_classes=n),
-    "resnext50": lambda n: tvm.resnext50_32x4d(num_classes=n),
-    "vgg": VGG,
-    "vgg_small": lambda n: VGG(n, width=16),
-    "small_cnn": SmallCNN,
-}
+# kind: the inputs a model is designed for: "cifar" (32 px: a stride-1 stem, no max-pool), "imagenet"
+# (224 px: torchvision's stems, the paper's models of section 4.2), "any" (an adaptive pool before the head).
+MODELS = Registry("model", kinds=("cifar", "imagenet", "any"))
+MODELS.add("resnet18", _cifar_resnet18, label="ResNet-18", kind="cifar",
+           description="CIFAR-style ResNet-18 (torchvision's, with a 3x3 stride-1 stem, no max-pool)")
+MODELS.add("preact_resnet18", PreActResNet18, label="PreAct ResNet-18", kind="cifar",
+           description="Pre-activation ResNet-18 (He et al. 2016), CIFAR-style")
+MODELS.add("resnet50", lambda n: tvm.resnet50(num_classes=n), label="ResNet-50", kind="imagenet",
+           description="torchvision ResNet-50, the paper's model for 224 px inputs (section 4.2)")
+MODELS.add("resnext50", lambda n: tvm.resnext50_32x4d(num_classes=n), label="ResNeXt-50", kind="imagenet",
+           description="torchvision ResNeXt-50 32x4d, the paper's second model (section 4.2)")
+MODELS.add("vgg", VGG, label="VGG-11", kind="any",
+           description="a VGG-11-style network with batch norm: the black-box surrogate (section 4.1)")
+MODELS.add("vgg_small", lambda n: VGG(n, width=16), label="VGG-11/4", kind="any",
+           description="the same VGG-11 layout at a quarter of the width, the surrogate of CPU runs")
+MODELS.add("small_cnn", SmallCNN, label="small CNN", kind="any",
+           description="a small, fast CNN for laptop-CPU runs")
 
 
 # Manifold Mixup's hidden mixing points of each model (submodule names inside ``.net``): the end of
@@ -181,14 +188,14 @@ MIX_POINTS: dict[str, tuple[str, ...]] = {
 
 def mix_layer_count(name: str) -> int:
     """The mixing layers of model ``name``: 0 (the input) to ``mix_layer_count(name) - 1``."""
-    check_choice(name, "model", MODELS)
+    MODELS.check(name)
     return 1 + len(MIX_POINTS.get(name, ()))
 
 
 def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
     """Build a registered model that takes [0, 1] images (normalization is its first layer)."""
-    check_choice(name, "model", MODELS)
+    build = MODELS.lookup(name)
     check_int(num_classes, "num_classes", 2)
-    model = NormalizedModel(MODELS[name](num_classes))
+    model = NormalizedModel(build(num_classes))
     model.mix_points = tuple(model.net.get_submodule(p) for p in MIX_POINTS.get(name, ()))
     return model

@@ -28,7 +28,7 @@ from skimage import data, transform
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
 from benchmarks import imagenet_c_reference as oracle  # noqa: E402
 from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS, DISPLAY, EXTRA, IMAGENET_C, corrupt  # noqa: E402
-from mtlat_edu.robustness.corruptions import _ops  # noqa: E402
+from mtlat_edu.robustness.corruptions import _ops, blur, digital, extra, noise, weather  # noqa: E402
 from mtlat_edu.robustness.corruptions._common import interpolate_levels  # noqa: E402
 from mtlat_edu.robustness.corruptions._tables import CIFAR, IMAGENET  # noqa: E402
 from mtlat_edu.robustness.corruptions.frost_texture import NUM_TEXTURES, frost_stack, frost_texture, texture_size  # noqa: E402
@@ -79,6 +79,14 @@ def test_public_names():
     assert EXTRA == ("occlusion", "color_distortion", "translation", "rotation")
     assert ALL == IMAGENET_C + EXTRA
     assert list(CORRUPTIONS) == list(ALL) and all(callable(f) for f in CORRUPTIONS.values())
+    # each name reaches the function of that name in its family's module (each function registers
+    # itself under the name its decorator gives, with the family of its module)
+    family = {"noise": noise, "blur": blur, "weather": weather, "digital": digital, "extra": extra}
+    kinds = ["noise"] * 3 + ["blur"] * 4 + ["weather"] * 4 + ["digital"] * 4 + ["extra"] * 4
+    assert [CORRUPTIONS.kind(n) for n in ALL] == kinds
+    for name, kind in zip(ALL, kinds):
+        assert CORRUPTIONS[name] is getattr(family[kind], name), name
+        assert CORRUPTIONS[name].__name__ == name
     assert [DISPLAY[n] for n in ALL] == (
         "Gauss Shot Impul Defocus Glass Motion Zoom Snow Frost Fog Bright Contr Elastic Pixelate Jpeg "
         "Obstru Color Trans Rot"

@@ -140,6 +140,10 @@ def test_corruption_panel_severity_slider(images):
     (x, _) = images
     big = torch.nn.functional.interpolate(x[:1], size=(96, 96), mode="bilinear", align_corners=False)[0]
     panel = widgets.corruption_panel({"32 px": x[0], "96 px": big}, name="gaussian_noise", severity=1.0)
+    options = panel.controls["name"].options  # (label, name): the registry's labels, the paper's columns
+    assert len(options) == 19 and tuple(options[:2]) == (("Gauss (gaussian_noise)", "gaussian_noise"),
+                                                          ("Shot (shot_noise)", "shot_noise"))
+    assert tuple(options[-1]) == ("Rot (rotation)", "rotation")
     sev = _slider(panel, "severity")
     assert (sev.min, sev.max, sev.step, sev.continuous_update) == (1.0, 5.0, 0.1, False)
     low = {k: v.clone() for k, v in panel.update()["corrupted"].items()}
@@ -164,6 +168,9 @@ def test_attack_panel(images, model):
     torch.manual_seed(1)
     surrogate = build_model("small_cnn", 10).eval()
     panel = widgets.attack_panel({"a": model, "b": model}, x, y, CLASSES, surrogate=surrogate, name="pgd")
+    assert [tuple(o) for o in panel.controls["name"].options] == [
+        ("pgd e=0.04", "pgd"), ("pgd_ll e=0.04", "pgd_ll"), ("cw_l2", "cw_l2"), ("mi_fgsm e=0.04", "mi_fgsm_0.04"),
+        ("mi_fgsm e=0.08", "mi_fgsm_0.08")]
     assert float(panel.last["linf"].max()) <= 0.04 + 1e-6
     panel.controls["name"].value = "mi_fgsm_0.08"
     r = panel.last

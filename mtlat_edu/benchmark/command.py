@@ -221,8 +221,8 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
         for m in methods:
-            if m not in METHODS and m != "vgg_surrogate":
-                raise ValueError(f"methods: unknown name {m!r}; valid names: {', '.join(METHODS)}")
+            if m != "vgg_surrogate":
+                METHODS.check(m, "methods")
     if corruption_files is not None:
         detect_layout(corruption_files)  # absent or foreign files fail before any model is loaded
     dev = resolve_device(device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+from mtlat_edu.core.registry import UnknownNameError
 from mtlat_edu.robustness import attacks as A
 from mtlat_edu.robustness import corruptions as C
 
@@ -59,8 +60,7 @@ def kind_of(perturbation: str) -> str:
         return KIND_EXTRA
     if perturbation in A.ATTACKS:
         return KIND_BLACK_BOX if is_black_box(perturbation) else KIND_WHITE_BOX
-    raise ValueError(f"perturbation: unknown name {perturbation!r}; valid names: "
-                     f"{', '.join((CLEAN,) + perturbation_names())}")
+    raise UnknownNameError("perturbation", perturbation, (CLEAN,) + perturbation_names())
 
 
 def display_name(column: str) -> str:
@@ -137,8 +137,7 @@ def resolve_parts(parts=None, have_surrogate: bool = True) -> Selection:
             chosen.add(p)
             explicit.add(p)
         else:
-            raise ValueError(f"parts: unknown name {p!r}; valid groups: {', '.join(table)}; "
-                             f"valid names: {', '.join(perturbation_names())}")
+            raise UnknownNameError("parts", p, perturbation_names(), groups=table)
     sel = Selection(corruptions=tuple(n for n in corruption_names() if n in chosen),
                     attacks=tuple(n for n in attack_names() if n in chosen))
     if not have_surrogate and sel.black_box:

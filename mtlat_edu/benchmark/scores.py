@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
+from mtlat_edu.paper.methods import METHODS
 from . import parts as P
 
 CLEAN_COLUMN = P.CLEAN
@@ -28,8 +29,7 @@ REFERENCE = "standard"
 
 # Table 3 (section 5.4): clean accuracy of the adversarial trainings, in the paper's order
 TABLE3_METHODS: tuple[str, ...] = ("standard", "fgsm", "target_fgsm", "ls", "tlat")
-TABLE3_TITLES: dict[str, str] = {"standard": "standard", "fgsm": "FGSM", "target_fgsm": "target-FGSM",
-                                 "ls": "LS", "tlat": "TLAT"}
+TABLE3_TITLES: dict[str, str] = METHODS.labels(TABLE3_METHODS)  # standard, FGSM, target-FGSM, LS, TLAT
 
 
 def robustness_score(perturbed_accuracy: float, clean_accuracy: float) -> float:

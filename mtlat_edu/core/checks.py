@@ -13,6 +13,8 @@ import numbers
 
 import torch
 
+from .registry import Registry, UnknownNameError
+
 # What the models take (float64 reaches torch's conv error, integer images are not in [0, 1]).
 MODEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _DTYPE_NAMES = "float32, float16 or bfloat16"
@@ -153,9 +155,12 @@ def check_eps(eps, name: str = "eps", batch: int | None = None) -> None:
 
 
 def check_choice(value, name: str, choices) -> None:
-    """One of the registered names (a registry dict or a sequence)."""
-    if value not in choices:
-        raise ValueError(f"{name}: unknown name {value!r}; valid names: {', '.join(map(str, choices))}")
+    """One of the registered names (a :class:`~mtlat_edu.core.registry.Registry` or a sequence);
+    else :class:`~mtlat_edu.core.registry.UnknownNameError` naming ``name`` and the valid names."""
+    if isinstance(choices, Registry):
+        choices.check(value, name)
+    elif value not in choices:
+        raise UnknownNameError(name, value, choices)
 
 
 def resolve_device(device=None) -> torch.device:

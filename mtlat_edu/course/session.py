@@ -309,8 +309,7 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
         seed: the notebook's own randomness (example images, ...).
         seeds: training seeds (None: the profile's); one run folder per method and seed.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile: unknown name {profile!r}; valid names: {', '.join(PROFILES)}")
+    PROFILES.check(profile)
     base = notebook_dir()
     prof = get_profile(profile, **({"data_root": str(_resolve(data_root, base))} if data_root else {}))
     out = _resolve(output_dir if output_dir else Path("..") / "output" / profile, base)

@@ -272,7 +272,7 @@ def corrupt_images(images: Mapping[str, torch.Tensor], name: str, severity: floa
 def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", severity: float = 3.0,
                      seed: int = 0, names: Sequence[str] | None = None) -> Panel:
     """A corruption dropdown and a continuous slider "severity" (1.0 to 5.0, step 0.1)."""
-    from mtlat_edu.robustness.corruptions import ALL, DISPLAY
+    from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS
     images = {k: _check_image(v, k) for k, v in images.items()}
     names = tuple(names or ALL)
 
@@ -282,10 +282,10 @@ def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", seve
 
     def draw(r: dict):
         pairs = {k: (images[k], r["corrupted"][k]) for k in images}
-        return viz.corruption_pair(pairs, f"{DISPLAY.get(r['name'], r['name'])} ({r['name']}), "
+        return viz.corruption_pair(pairs, f"{CORRUPTIONS.label(r['name'])} ({r['name']}), "
                                           f"severity {r['severity']:.1f}")
 
-    controls = {"name": _dropdown("corruption", [(f"{DISPLAY.get(c, c)} ({c})", c) for c in names], name),
+    controls = {"name": _dropdown("corruption", CORRUPTIONS.options(names, show_name=True), name),
                 "severity": _float_slider("severity", severity, 1.0, 5.0, 0.1, ".1f")}
     return Panel(controls, compute, draw, "Common corruptions: pick one, move the severity")
 
@@ -311,7 +311,7 @@ def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=N
 def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  surrogate=None, name: str = "pgd", model: str | None = None, seed: int = 0) -> Panel:
     """An attack dropdown and a model dropdown: adversarial images, perturbations and predictions."""
-    from mtlat_edu.robustness.attacks import ATTACKS, DISPLAY
+    from mtlat_edu.robustness.attacks import ATTACKS
 
     def compute(name: str, model: str) -> dict:
         r = attack_batch(name, models[model], x, y, surrogate, seed)
@@ -321,10 +321,11 @@ def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torc
     def draw(r: dict):
         preds = [viz.class_name(classes, int(p)) for p in r["pred_adv"]]
         clean = [viz.class_name(classes, int(p)) for p in r["pred_clean"]]
-        return viz.attack_examples(r["x"], {DISPLAY.get(r["name"], r["name"]): r["x_adv"]},
-                                   {DISPLAY.get(r["name"], r["name"]): preds}, n=len(r["x"]), clean_predictions=clean)
+        label = ATTACKS.label(r["name"])
+        return viz.attack_examples(r["x"], {label: r["x_adv"]}, {label: preds}, n=len(r["x"]),
+                                   clean_predictions=clean)
 
-    controls = {"name": _dropdown("attack", [(DISPLAY.get(a, a), a) for a in ATTACKS], name),
+    controls = {"name": _dropdown("attack", ATTACKS.options(), name),
                 "model": _dropdown("model", list(models), model or next(iter(models)))}
     return Panel(controls, compute, draw, "Adversarial attacks: pick an attack and a model")
 

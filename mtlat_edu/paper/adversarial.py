@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlat_edu.core.checks import check_eps, check_int, check_labels, check_model_input, check_range
+from mtlat_edu.core.registry import Registry
 
 EPS_MAX = 0.025
 
@@ -56,11 +57,14 @@ def least_likely_targets(model, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmin(dim=1)
 
 
-TARGET_SELECTION = {
-    "random": lambda model, x, y, n, g: random_targets(y, n, generator=g),
-    "random_other": lambda model, x, y, n, g: random_targets(y, n, exclude_true=True, generator=g),
-    "least_likely": lambda model, x, y, n, g: least_likely_targets(model, x),
-}
+# How the training attacks pick ``y_target``: name -> ``fn(model, x, y, num_classes, generator)``.
+TARGET_SELECTION = Registry("target")
+TARGET_SELECTION.add("random", lambda model, x, y, n, g: random_targets(y, n, generator=g),
+                     description="y_target ~ U{0..N-1}, as Algorithm 1 draws it")
+TARGET_SELECTION.add("random_other", lambda model, x, y, n, g: random_targets(y, n, exclude_true=True, generator=g),
+                     description="uniform over the N-1 classes other than the true one")
+TARGET_SELECTION.add("least_likely", lambda model, x, y, n, g: least_likely_targets(model, x),
+                     description="the class the model finds least likely (Kurakin et al.)")
 
 
 def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -55,10 +55,11 @@ import torch.nn.functional as F
 
 from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm,
                           targeted_pgd)
-from mtlat_edu.core.checks import (check_choice, check_int, check_int_set, check_labels, check_model_input, check_positive,
+from mtlat_edu.core.checks import (check_int, check_int_set, check_labels, check_model_input, check_positive,
                      check_range)
 from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
 from .mixup import DEFAULT_ALPHA, interpolate, manifold_forward, random_mixup, random_pairs
+from mtlat_edu.core.registry import Registry
 
 # Manifold Mixup's mixing layers (Verma et al.'s reference code: ``layer_mix = randint(0, 2)``).
 MANIFOLD_LAYERS = (0, 1, 2)
@@ -87,19 +88,17 @@ class MethodConfig:
         if not isinstance(self.pgd_random_start, bool):
             raise ValueError(f"pgd_random_start: expected True or False, got {self.pgd_random_start!r}")
         object.__setattr__(self, "manifold_layers", check_int_set(self.manifold_layers, "manifold_layers"))
-        if self.target not in TARGET_SELECTION:
-            raise ValueError(f"target: unknown selection {self.target!r}; valid: {', '.join(TARGET_SELECTION)}")
+        TARGET_SELECTION.check(self.target, "target")
 
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, MethodConfig, "torch.Generator | None"], torch.Tensor]
-METHODS: dict[str, LossFn] = {}
-
-# Methods whose batches split into a clean and an adversarial half.
-ADVERSARIAL = ("fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat", "mtlat_pgd", "manifold_mtlat")
+# kind "adversarial": the batch splits into a clean and an adversarial half; "clean": it does not.
+METHODS = Registry("method", kinds=("clean", "adversarial"))
 
 
-def register(name: str):
-    """Register a loss ``fn(model, x, y, cfg, g)``; the registered function takes ``validate=True``
+def register(name: str, label: str, kind: str):
+    """Register a loss ``fn(model, x, y, cfg, g)`` under ``name``, shown as ``label`` (the paper's
+    row title), of ``kind`` "clean" or "adversarial"; the registered function takes ``validate=True``
     (check the batch: float NCHW images in [0, 1] with the model's channels, integer labels in
     range, a MethodConfig) and the training loop calls it with ``validate=False``."""
     def deco(fn: LossFn) -> LossFn:
@@ -111,14 +110,12 @@ def register(name: str):
                 check_model_input(x, model, "x")
                 check_labels(y, cfg.num_classes, x.shape[0], "y")
             return fn(model, x, y, cfg, g)
-        METHODS[name] = loss
-        return loss
+        return METHODS.add(name, loss, label=label, kind=kind, description=(fn.__doc__ or "").split("\n")[0])
     return deco
 
 
 def get_method(name: str) -> LossFn:
-    check_choice(name, "method", METHODS)
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,20 +163,20 @@ def _ce(logits, t):
 # ---------------------------------------------------------------------------------------------
 # the registry
 
-@register("standard")
+@register("standard", "standard", "clean")
 def standard(model, x, y, cfg: MethodConfig, g=None):
     """Plain cross-entropy on the clean batch."""
     return F.cross_entropy(model(x).float(), y)
 
 
-@register("mixup")
+@register("mixup", "Mixup", "clean")
 def mixup_method(model, x, y, cfg: MethodConfig, g=None):
     """Mixup, eq. (1), on the whole batch."""
     x_mix, y_mix = _mix(x, one_hot(y, cfg.num_classes, validate=False), cfg, g)
     return soft_cross_entropy(model(x_mix), y_mix)
 
 
-@register("fgsm")
+@register("fgsm", "FGSM", "adversarial")
 def fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Untargeted FGSM adversarial training (eq. 2), adversarial samples labelled ``y_clean``."""
     xc, yc, xa, ya = split_batch(x, y)
@@ -194,21 +191,21 @@ def _targeted_half(model, x, y, cfg, g):
     return xc, yc, targeted_fgsm(model, xa, y_t, eps, validate=False), ya, y_t, eps
 
 
-@register("target_fgsm")
+@register("target_fgsm", "target-FGSM", "adversarial")
 def target_fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Targeted FGSM adversarial training, eq. (3): labelled with the ground truth."""
     xc, yc, x_adv, ya, _, _ = _targeted_half(model, x, y, cfg, g)
     return two_part_loss(model, xc, yc, x_adv, ya)
 
 
-@register("ls")
+@register("ls", "LS", "adversarial")
 def ls_method(model, x, y, cfg: MethodConfig, g=None):
     """The LS model of section 5.4: targeted FGSM, adversarial labels smoothed with parameter eps."""
     xc, yc, x_adv, ya, _, eps = _targeted_half(model, x, y, cfg, g)
     return two_part_loss(model, xc, yc, x_adv, smooth_labels(ya, cfg.num_classes, eps, validate=False))
 
 
-@register("tlat")
+@register("tlat", "TLAT", "adversarial")
 def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     """TLAT, eq. (4): targeted FGSM labelled ``(1 - eps) * y_clean + eps * y_target``."""
     xc, yc, x_adv, ya, y_t, eps = _targeted_half(model, x, y, cfg, g)
@@ -216,7 +213,7 @@ def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     return two_part_loss(model, xc, yc, x_adv, y_adv)
 
 
-@register("iat")
+@register("iat", "IAT", "adversarial")
 def iat_method(model, x, y, cfg: MethodConfig, g=None):
     """Interpolated Adversarial Training (Lamb et al.): perturb (untargeted FGSM), then mix.
 
@@ -250,7 +247,7 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=targeted_fgsm):
     return x_mix1, y_mix1, x_mtlat, y_mtlat, extras
 
 
-@register("mtlat")
+@register("mtlat", "M-TLAT", "adversarial")
 def mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT, Algorithm 1: ``loss = L(x_mix1, y_mix1) + L(x_mtlat, y_mtlat)``."""
     x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, g)
@@ -267,7 +264,7 @@ def pgd_attack(cfg: MethodConfig, g=None):
                              random_start=cfg.pgd_random_start, generator=g)
 
 
-@register("mtlat_pgd")
+@register("mtlat_pgd", "M-TLAT (PGD)", "adversarial")
 def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with an iterative attack: Algorithm 1 with line 5's targeted FGSM replaced by
     ``k = cfg.pgd_steps`` steps of targeted PGD (step ``pgd_step_factor * eps / k``, projected onto
@@ -327,9 +324,14 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     return x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras
 
 
-@register("manifold_mtlat")
+@register("manifold_mtlat", "Manifold M-TLAT", "adversarial")
 def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with Manifold Mixup (:func:`manifold_couples`): ``L(mix_l(x_1, x_2), y_mix1) +
     L(mix_l(x_3 + d_3, x_4 + d_4), y_mtlat)`` in one forward pass mixed at the drawn layer ``l``."""
     x_a, x_b, lam, y_mix1, y_mtlat, layer, _ = manifold_couples(model, x, y, cfg, g)
     return _two_part_ce(manifold_forward(model, x_a, x_b, lam, layer), y_mix1, y_mtlat)
+
+
+# Methods whose batches split into a clean and an adversarial half (every registered one but
+# standard and mixup), in registration order.
+ADVERSARIAL: tuple[str, ...] = METHODS.names(kind="adversarial")

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlat_edu.core.checks import check_int, check_labels, check_model_input, check_positive, check_range
+from mtlat_edu.core.registry import Registry
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
@@ -310,27 +311,33 @@ class AttackSpec:
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
 
 
-ATTACKS: dict[str, AttackSpec] = {
-    "pgd": AttackSpec("pgd", pgd, {"eps": 0.04, "steps": 10}, black_box=False, randomized=True),
-    "pgd_ll": AttackSpec("pgd_ll", pgd_ll, {"eps": 0.04, "steps": 10}, black_box=False, randomized=True),
-    "cw_l2": AttackSpec("cw_l2", cw_l2, {"steps": 40, "confidence": 50.0, "c": 1.0, "lr": 0.01}, black_box=False),
-    "mi_fgsm_0.04": AttackSpec("mi_fgsm_0.04", mi_fgsm, {"eps": 0.04, "steps": 10, "decay": 1.0}, black_box=True),
-    "mi_fgsm_0.08": AttackSpec("mi_fgsm_0.08", mi_fgsm, {"eps": 0.08, "steps": 10, "decay": 1.0}, black_box=True),
-}
+# kind: "white-box" (crafted on the model attacked) or "black-box" (crafted on a surrogate, section 4.1)
+ATTACKS = Registry("attack", kinds=("white-box", "black-box"))
 
-DISPLAY: dict[str, str] = {
-    "pgd": "pgd e=0.04",
-    "pgd_ll": "pgd_ll e=0.04",
-    "cw_l2": "cw_l2",
-    "mi_fgsm_0.04": "mi_fgsm e=0.04",
-    "mi_fgsm_0.08": "mi_fgsm e=0.08",
-}
+
+def _add(spec: AttackSpec, label: str, description: str) -> None:
+    """Register ``spec`` under its name, shown as ``label`` (its column of Table 1c)."""
+    ATTACKS.add(spec.name, spec, label=label, kind="black-box" if spec.black_box else "white-box",
+                description=description)
+
+
+_add(AttackSpec("pgd", pgd, {"eps": 0.04, "steps": 10}, black_box=False, randomized=True), "pgd e=0.04",
+     "untargeted L-inf PGD (Madry et al. 2018), eps = 0.04, 10 it.")
+_add(AttackSpec("pgd_ll", pgd_ll, {"eps": 0.04, "steps": 10}, black_box=False, randomized=True), "pgd_ll e=0.04",
+     "targeted PGD to the least-likely class (Kurakin et al. 2017)")
+_add(AttackSpec("cw_l2", cw_l2, {"steps": 40, "confidence": 50.0, "c": 1.0, "lr": 0.01}, black_box=False), "cw_l2",
+     "Carlini-Wagner L2 (2017), 40 iterations, confidence 50")
+_add(AttackSpec("mi_fgsm_0.04", mi_fgsm, {"eps": 0.04, "steps": 10, "decay": 1.0}, black_box=True), "mi_fgsm e=0.04",
+     "MI-FGSM (Dong et al. 2018), eps = 0.04, 10 it., decay 1.0")
+_add(AttackSpec("mi_fgsm_0.08", mi_fgsm, {"eps": 0.08, "steps": 10, "decay": 1.0}, black_box=True), "mi_fgsm e=0.08",
+     "MI-FGSM, eps = 0.08")
+
+# the column titles of Table 1c
+DISPLAY: dict[str, str] = ATTACKS.labels()
 
 
 def get_attack(name: str) -> AttackSpec:
-    if name not in ATTACKS:
-        raise ValueError(f"attack: unknown name {name!r}; valid names: {', '.join(ATTACKS)}")
-    return ATTACKS[name]
+    return ATTACKS.lookup(name)
 
 
 def run_attack(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=None,

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.core.registry import Registry
 from mtlat_edu.data import ImageData, load_dataset
 from mtlat_edu.paper.methods import ADVERSARIAL, METHODS
 from mtlat_edu.training.checkpoints import load_checkpoint
@@ -66,8 +67,7 @@ class Profile:
 
     def train_config(self, method: str, **overrides) -> TrainConfig:
         """The :class:`TrainConfig` of ``method`` under this profile."""
-        if method not in METHODS:
-            raise ValueError(f"method: unknown name {method!r}; valid names: {', '.join(METHODS)}")
+        METHODS.check(method)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in TRAIN_FIELDS}
         cfg = TrainConfig(method=method, **shared)
         return dataclasses.replace(cfg, **overrides)
@@ -78,37 +78,37 @@ class Profile:
                                  epochs=self.surrogate_epochs or self.epochs, **overrides)
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
+PROFILES = Registry("profile")  # name -> Profile, described by its description
+for _profile in (
+    Profile(
         "smoke", dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, train_limit=768,
         test_limit=200, eval_limit=64, attack_limit=32,
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     # The paper's regime on a laptop CPU, chosen by experiment (docs/regime.md): no augmentation,
     # trained until the standard model's test accuracy has plateaued.
-    "cpu": Profile(
+    Profile(
         "cpu", dataset="cifar10", model="small_cnn", epochs=30, batch_size=128, train_limit=5000,
         test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small", short_profile="cpu_short",
         description="CIFAR-10, 5k training images, a small CNN, the paper's regime (no augmentation, "
                     "trained to a plateau): a 2-core CPU in under an hour"),
     # The former default: under-trained (6 epochs); notebook 05 contrasts it with ``cpu``.
-    "cpu_short": Profile(
+    Profile(
         "cpu_short", dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
         test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
         description="CIFAR-10, 10k training images, 6 epochs: the under-trained regime (notebook 05)"),
-    "cifar10": Profile(
+    Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",
         surrogate_epochs=10, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
-    "paper": Profile(
+    Profile(
         "paper", dataset="imagenet100", model="resnet50", epochs=90, batch_size=256, image_size=224,
         description="ImageNet-100 at 224 px, ResNet-50, the paper's full recipe (section 4.2)"),
-}
+):
+    PROFILES.add(_profile.name, _profile, description=_profile.description)
 
 
 def get_profile(name: str, **overrides) -> Profile:
     """A registered profile, with optional field overrides (e.g. ``data_root=...``)."""
-    if name not in PROFILES:
-        raise ValueError(f"profile: unknown name {name!r}; valid names: {', '.join(PROFILES)}")
-    return dataclasses.replace(PROFILES[name], **overrides)
+    return dataclasses.replace(PROFILES.lookup(name), **overrides)
 
 
 def run_dir(profile: Profile, runs_root, method: str, seed: int | None = None) -> Path:

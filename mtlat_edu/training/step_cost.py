@@ -81,7 +81,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlat-edu bench-step", description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=["standard", "mtlat"], choices=list(METHODS))
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", default="resnet18", choices=list(MODELS))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)

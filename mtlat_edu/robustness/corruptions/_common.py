@@ -9,9 +9,15 @@ from typing import Callable
 import torch
 
 from mtlat_edu.core.checks import check_images as _check_images
+from mtlat_edu.core.registry import Registry
 from ._tables import EXTRA_RANGES, TABLES
 
 CIFAR_MAX_SIDE = 64  # images whose larger side is <= this use the CIFAR table by default
+
+# Every corruption, registered by :func:`corruption`; its kind is its family, the module it is
+# defined in: ImageNet-C's four families (Hendrycks & Dietterich) and the paper's four extra ones.
+IMAGENET_C_FAMILIES = ("noise", "blur", "weather", "digital")
+REGISTRY = Registry("name", kinds=IMAGENET_C_FAMILIES + ("extra",))
 
 
 def check_images(x) -> None:
@@ -69,8 +75,10 @@ def extra_value(name: str, severity: float) -> float:
     return lo + (severity - 1.0) / 4.0 * (hi - lo)
 
 
-def corruption(name: str, imagenet_c: bool = True, in_range: bool = False) -> Callable:
-    """Wrap ``impl(x, params, generator, table)`` as the public ``fn(x, severity, generator=None, table=None)``.
+def corruption(name: str, label: str, in_range: bool = False) -> Callable:
+    """Wrap ``impl(x, params, generator, table)`` as the public ``fn(x, severity, generator=None, table=None)``
+    and register it in :data:`REGISTRY` as ``name``, shown as ``label`` (the paper's column title),
+    of the family named by ``impl``'s module (noise, blur, weather, digital or extra).
 
     The wrapper validates the arguments, picks the table, turns the severity into parameters
     (``params`` is the interpolated table row for ImageNet-C corruptions, the severity itself for
@@ -80,6 +88,9 @@ def corruption(name: str, imagenet_c: bool = True, in_range: bool = False) -> Ca
     """
 
     def deco(impl):
+        family = impl.__module__.rsplit(".", 1)[-1]
+        imagenet_c = family in IMAGENET_C_FAMILIES
+
         @functools.wraps(impl)
         def fn(x, severity, generator=None, table=None):
             check_images(x)
@@ -99,6 +110,6 @@ def corruption(name: str, imagenet_c: bool = True, in_range: bool = False) -> Ca
             out = out.clamp_(0, 1) if fresh else out.clamp(0, 1)
             return out.to(x.dtype)
 
-        return fn
+        return REGISTRY.add(name, fn, label=label, kind=family)
 
     return deco

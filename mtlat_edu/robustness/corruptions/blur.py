@@ -63,7 +63,7 @@ def disk_terms(radius: float, alias_blur: float) -> tuple:
 SEPARABLE_MAX_COST = 256  # rank * (h + w) multiply-adds per pixel for the matrix products
 
 
-@corruption("defocus_blur")
+@corruption("defocus_blur", "Defocus")
 def defocus_blur(x, params, generator, table):
     """Convolution with the anti-aliased ``disk`` kernel (OpenCV ``filter2D``, BORDER_REFLECT_101):
     as a sum of separable passes with banded matrices when the kernel has low rank and the
@@ -142,7 +142,7 @@ def glass_shuffle(x: torch.Tensor, d: int, offsets: torch.Tensor) -> torch.Tenso
     return flat.gather(2, idx).reshape(n, c, h, w)
 
 
-@corruption("glass_blur")
+@corruption("glass_blur", "Glass")
 def glass_blur(x, params, generator, table):
     """Gaussian blur (skimage, mode 'nearest'), truncation to uint8, ``iterations`` passes of the
     local pixel shuffle with ``max_delta``, Gaussian blur again (reference ``glass_blur``)."""
@@ -155,7 +155,7 @@ def glass_blur(x, params, generator, table):
     return _ops.gaussian_blur(x8 / 255.0, sigma, 4.0, "nearest")
 
 
-@corruption("motion_blur")
+@corruption("motion_blur", "Motion")
 def motion_blur(x, params, generator, table):
     """ImageMagick ``MotionBlurImage(radius, sigma, angle ~ U(-45, 45))`` on the 8-bit image,
     8-bit result (reference ``motion_blur`` through Wand; ImageMagick rounds down).  ImageMagick is replaced by an exact
@@ -174,7 +174,7 @@ def zoom_factors(stop: float, step: float) -> np.ndarray:
     return np.arange(1, stop, step)
 
 
-@corruption("zoom_blur")
+@corruption("zoom_blur", "Zoom")
 def zoom_blur(x, params, generator, table):
     """Average of the image and its ``clipped_zoom`` by every factor in ``np.arange(1, stop, step)``
     (reference ``zoom_blur``)."""

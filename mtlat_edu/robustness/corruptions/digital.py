@@ -17,7 +17,7 @@ from . import _ops
 from ._common import corruption
 
 
-@corruption("contrast")
+@corruption("contrast", "Contr")
 def contrast(x, params, generator, table):
     """Reference ``contrast``: ``(x - mean) * c + mean`` with the per-channel mean of each image."""
     (c,) = params
@@ -37,7 +37,7 @@ def elastic_affine(n: int, h: int, w: int, jitter: float, generator, device) -> 
     return torch.linalg.solve(src, pts2).transpose(1, 2)  # (n, 2, 3): M @ [x, y, 1] = pts2
 
 
-@corruption("elastic_transform")
+@corruption("elastic_transform", "Elastic")
 def elastic_transform(x, params, generator, table):
     """Reference ``elastic_transform``: a random affine warp (``cv2.warpAffine``, bilinear,
     BORDER_REFLECT_101), then per-pixel displacements ``dx, dy`` = Gaussian-smoothed U(-1, 1)
@@ -160,7 +160,7 @@ def pillow_pixelate(x8: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     return torch.from_numpy(a).view(n, c, h, w)
 
 
-@corruption("pixelate", in_range=True)
+@corruption("pixelate", "Pixelate", in_range=True)
 def pixelate(x, params, generator, table):
     """Reference ``pixelate``: PIL BOX resize of the 8-bit image to ``int(size * c)`` and back;
     by Pillow on the whole batch on the CPU (:func:`pillow_pixelate`), elsewhere with Pillow's
@@ -178,7 +178,7 @@ def pixelate(x, params, generator, table):
     return (pillow_box_resize(small, h, w) / 255.0).to(x.dtype)
 
 
-@corruption("jpeg_compression", in_range=True)
+@corruption("jpeg_compression", "Jpeg", in_range=True)
 def jpeg_compression(x, params, generator, table):
     """Reference ``jpeg_compression``: save the 8-bit image as JPEG with quality ``c`` (libjpeg,
     4:2:0 chroma subsampling, as PIL does by default) and decode it, through torchvision's

@@ -29,7 +29,7 @@ def _scale(x: torch.Tensor) -> float:
     return min(x.shape[-2:]) / 224.0
 
 
-@corruption("occlusion", imagenet_c=False)
+@corruption("occlusion", "Obstru")
 def occlusion(x, severity, generator, table):
     """A grey (0.5) square of side 60..127 px (at 224 px) at a random position inside the image."""
     n, _, h, w = x.shape
@@ -44,7 +44,7 @@ def occlusion(x, severity, generator, table):
     return torch.where(inside[:, None], torch.full_like(x, 0.5), x)
 
 
-@corruption("color_distortion", imagenet_c=False)
+@corruption("color_distortion", "Color")
 def color_distortion(x, severity, generator, table):
     """Add 0.08..0.30 (of the maximum value 1) to one random RGB channel per image, then clip."""
     n, c = x.shape[:2]
@@ -53,7 +53,7 @@ def color_distortion(x, severity, generator, table):
     return x + shift
 
 
-@corruption("translation", imagenet_c=False)
+@corruption("translation", "Trans")
 def translation(x, severity, generator, table):
     """Shift by 15..62 px (at 224 px) in a random direction, zeros outside (bilinear, sub-pixel)."""
     n, _, h, w = x.shape
@@ -69,7 +69,7 @@ def translation(x, severity, generator, table):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@corruption("rotation", imagenet_c=False)
+@corruption("rotation", "Rot")
 def rotation(x, severity, generator, table):
     """Rotate by 8..40 degrees about the centre, random sign (+1 = counter-clockwise on screen),
     zeros outside (torchvision ``rotate``, bilinear)."""

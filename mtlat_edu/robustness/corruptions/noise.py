@@ -12,14 +12,14 @@ from . import _ops
 from ._common import corruption
 
 
-@corruption("gaussian_noise")
+@corruption("gaussian_noise", "Gauss")
 def gaussian_noise(x, params, generator, table):
     """``clip(x + N(0, c^2))`` per pixel and channel, ``c`` = noise std (reference ``gaussian_noise``)."""
     (c,) = params
     return _ops.randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(x)
 
 
-@corruption("shot_noise")
+@corruption("shot_noise", "Shot")
 def shot_noise(x, params, generator, table):
     """``clip(Poisson(x * c) / c)``: photon noise with ``c`` photons per unit intensity (reference
     ``shot_noise``).  For 8-bit images (every ``255 x`` an integer up to float rounding) the rates
@@ -32,7 +32,7 @@ def shot_noise(x, params, generator, table):
     return _ops.poisson_8bit(levels, c, generator).to(x.dtype).div_(c)
 
 
-@corruption("impulse_noise", in_range=True)
+@corruption("impulse_noise", "Impul", in_range=True)
 def impulse_noise(x, params, generator, table):
     """Salt & pepper noise as ``skimage.util.random_noise(mode='s&p', amount=c)`` (reference
     ``impulse_noise``): every pixel *channel* is flipped with probability ``c``, to 1 or 0 with

@@ -15,7 +15,7 @@ from ._common import corruption
 from .frost_texture import NUM_TEXTURES, frost_stack
 
 
-@corruption("snow")
+@corruption("snow", "Snow")
 def snow(x, params, generator, table):
     """Reference ``snow``: a N(loc, scale) layer, ``clipped_zoom``-ed, thresholded, stored as 8-bit,
     motion-blurred (ImageMagick kernel, angle ~ U(-135, -45)), added twice (as is and rotated by
@@ -36,7 +36,7 @@ def snow(x, params, generator, table):
     return _ops.map_chunks(blend, x, layer)
 
 
-@corruption("frost", in_range=True)
+@corruption("frost", "Frost", in_range=True)
 def frost(x, params, generator, table):
     """Reference ``frost``: ``c0 * x + c1 * crop`` where ``crop`` is a random crop of one of five
     frost pictures (shrunk to a fifth for the CIFAR table).  The pictures are replaced by the
@@ -120,7 +120,7 @@ def plasma_size(h: int, w: int) -> int:
     return 1 << (side - 1).bit_length()
 
 
-@corruption("fog", in_range=True)
+@corruption("fog", "Fog", in_range=True)
 def fog(x, params, generator, table):
     """Reference ``fog``: ``(x + c0 * plasma) * max / (max + c0)``, ``max`` = the image's maximum."""
     c0, decay = params
@@ -132,7 +132,7 @@ def fog(x, params, generator, table):
     )
 
 
-@corruption("brightness")
+@corruption("brightness", "Bright")
 def brightness(x, params, generator, table):
     """Reference ``brightness``: add ``c`` to the HSV value (clipped to 1) and convert back.
 
