@@ -1,4 +1,5 @@
-"""The ``mtlat-edu`` command line: ``train``, ``bench-step`` (and more as the package grows).
+"""The ``mtlat-edu`` command line, every subcommand: ``train``, ``train-profile``, ``bench-step``,
+``evaluate`` and ``reproduce`` (their options here, their work in the package).
 
 Examples::
 
@@ -19,13 +20,25 @@ import dataclasses
 import io
 import re
 import sys
+import warnings
 from pathlib import Path
 
+from mtlat_edu.benchmark import parts as P
+from mtlat_edu.benchmark.claims import claims_lines
+from mtlat_edu.benchmark.evaluation import DEFAULT_RESULTS, evaluate
+from mtlat_edu.benchmark.scores import REFERENCE
 from mtlat_edu.core import distributed as D
+from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.course.runner import run_notebooks
+from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
+from mtlat_edu.models import MODELS
 from mtlat_edu.paper.adversarial import TARGET_SELECTION
 from mtlat_edu.paper.methods import METHODS
-from .models import MODELS
-from .data import AUGMENTATIONS, DATA_MODES, DATASETS
+from mtlat_edu.training import fit
+from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig
+from mtlat_edu.training.profiles import PROFILES, check_seeds, get_profile, train_seeds
+from mtlat_edu.training.step_cost import step_table, time_steps
 
 
 def default_run_dir(root, cfg) -> Path:
@@ -50,7 +63,6 @@ def _plain(value):
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig
     d = TrainConfig()
     p.add_argument("--method", nargs="+", default=[d.method], choices=list(METHODS),
                    help="one or more training methods (Tables 1-3); each is trained in turn")
@@ -106,8 +118,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train_configs(args) -> list:
     """The validated :class:`~mtlat_edu.training.config.TrainConfig` of every run ``train`` asks for
     (each method x each seed): every field from its option, checked before anything trains."""
-    from mtlat_edu.training.config import TrainConfig
-    from mtlat_edu.training.profiles import check_seeds
     seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
     common = {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
               if f.name not in TRAIN_OPTION_EXCEPTIONS}
@@ -116,7 +126,6 @@ def train_configs(args) -> list:
 
 
 def cmd_train(args) -> int:
-    from mtlat_edu.training import fit
     cfgs = train_configs(args)
     rows = []
     for cfg in cfgs:
@@ -133,7 +142,6 @@ def cmd_train(args) -> int:
 
 
 def add_train_profile_args(p: argparse.ArgumentParser) -> None:
-    from mtlat_edu.training.profiles import PROFILES
     p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (profiles.py)")
     p.add_argument("--runs", default="runs", help="root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
@@ -149,7 +157,6 @@ def add_train_profile_args(p: argparse.ArgumentParser) -> None:
 def cmd_train_profile(args) -> int:
     """Train a profile's runs (every method and seed, and the surrogate) the way ``make reproduce``
     and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
-    from mtlat_edu.training.profiles import get_profile, train_seeds
     profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
     train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
                 device=args.device, data_mode=args.data_mode, sync_bn=args.sync_bn, compile=args.compile)
@@ -158,18 +165,115 @@ def cmd_train_profile(args) -> int:
     return 0
 
 
-def cmd_bench_step(argv) -> int:
-    from mtlat_edu.training.step_cost import build_parser as bench_parser, main as bench_main
+def add_bench_step_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``mtlat-edu bench-step`` (:mod:`mtlat_edu.training.step_cost`)."""
+    p.add_argument("--methods", nargs="+", default=["standard", "mtlat"], choices=list(METHODS))
+    p.add_argument("--model", default="resnet18", choices=list(MODELS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    p.add_argument("--steps-per-round", type=int, default=3)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+
+
+def cmd_bench_step(args) -> int:
+    """Seconds per training step of each method, side by side, and the ratio to the first."""
+    res = time_steps(tuple(args.methods), args.model, args.batch_size, args.image_size, args.rounds,
+                     args.steps_per_round, args.device, compile=args.compile)
+    print(step_table(res, args.model, args.batch_size, args.image_size, args.device))
+    return 0
+
+
+def _limit(text: str):
+    if text == "profile":  # the default: the profile's limit (all images without --profile)
+        return text
+    if text.lower() in ("all", "none"):
+        return None
     try:
-        bench_main(argv)
-    except (ValueError, RuntimeError) as exc:
-        print(f"mtlat-edu: error: {option_message(str(exc), bench_parser())}", file=sys.stderr)
-        return 2
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}")
+    return n
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``mtlat-edu evaluate`` (:func:`mtlat_edu.benchmark.evaluate`)."""
+    p.add_argument("models", nargs="*", metavar="RUN_FOLDER_OR_MODEL_PT",
+                   help="trained models: run folders (with model.pt) or model.pt files; one table row each")
+    p.add_argument("--profile", default=None,
+                   help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
+    p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="with --profile: the trained methods to benchmark (default: the profile's, Tables 1-3; "
+                        "e.g. standard mtlat mtlat_pgd manifold_mtlat)")
+    p.add_argument("--corruption-files", default=None, metavar="DIR",
+                   help="also measure every model on Hendrycks' released CIFAR-10-C (<corruption>.npy + labels.npy) "
+                        "or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG) files in DIR: per-corruption "
+                        "accuracy and the mean over 15 corruptions x 5 severities, written to corruption_files.*")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                   help="training seeds to benchmark with --profile (default: the profile's seeds); tables show "
+                        "mean ± std over them and claims.json judges each claim against that spread")
+    p.add_argument("--surrogate", default=None, metavar="PATH",
+                   help="model the black-box MI-FGSM attacks are crafted on (the paper: a VGG trained on the "
+                        "same data); default with --profile: <runs>/<profile>/vgg_surrogate")
+    p.add_argument("--parts", nargs="+", default=["all"], metavar="PART",
+                   help="what to measure: groups (all, clean, corruptions, imagenet_c, extra, attacks, white_box, "
+                        "black_box) and/or single corruption or attack names (e.g. fog pgd); default: all")
+    p.add_argument("--severities", nargs="+", type=int, default=list(P.SEVERITIES), choices=list(P.SEVERITIES),
+                   help="corruption severities averaged in the table (default: 1 2 3 4 5)")
+    p.add_argument("--eval-limit", type=_limit, default="profile", metavar="N",
+                   help="images (class-balanced subset) for clean accuracy and corruptions; 'all' for the whole "
+                        "test set (default: the profile's eval_limit, else all)")
+    p.add_argument("--attack-limit", type=_limit, default="profile", metavar="N",
+                   help="images attacked; 'all' for the whole test set (default: the profile's attack_limit, else all)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0,
+                   help="benchmark seed: image subsets, corruption randomness, PGD random starts (not a training seed)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the one recorded in the checkpoint)")
+    p.add_argument("--out", default=None,
+                   help=f"output folder (default: {DEFAULT_RESULTS}/<profile> or {DEFAULT_RESULTS}/<dataset>-<model>)")
+    p.add_argument("--reference", default=REFERENCE, help="row the +/- marks compare with (default: standard)")
+    p.add_argument("--fresh", action="store_true", help="ignore cached results and recompute every cell")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Benchmark, print the tables and the claims, and where the files are."""
+    if not args.models and args.profile is None:
+        raise ValueError("models: give run folders / model.pt files, or --profile NAME (with --runs)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = evaluate(args.models, profile=args.profile, runs=args.runs, surrogate=args.surrogate, seeds=args.seeds,
+                       parts=args.parts, eval_limit=args.eval_limit, attack_limit=args.attack_limit,
+                       severities=tuple(sorted(set(args.severities))), device=args.device,
+                       batch_size=args.batch_size, seed=args.seed, data_root=args.data_root, out=args.out,
+                       reference=args.reference, fresh=args.fresh, progress=not args.no_progress,
+                       methods=args.methods, corruption_files=args.corruption_files)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"mtlat-edu: warning: {w.message}", file=sys.stderr)
+    print()
+    print(res.markdown)
+    print("## Table 3: clean accuracy (%)\n")
+    print(res.table3_markdown)
+    print()
+    print("\n".join(claims_lines(res.claims)))
+    if "files_md" in res.files:
+        print()
+        print(Path(res.files["files_md"]).read_text(encoding="utf-8"))
+    seconds = sum(s.meta["seconds"] for s in res.suites.values())
+    print(f"\n{res.computed} cells computed, {res.reused} reused from the cache ({seconds:.1f} s).")
+    print(f"Files in {res.out_dir}:")
+    for what, path in res.files.items():
+        print(f"  {what:<13} {path}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .benchmark.command import run_evaluate
     if D.is_main():
         return run_evaluate(args)
     with contextlib.redirect_stdout(io.StringIO()):  # under torchrun rank 0 alone prints the tables
@@ -178,7 +282,6 @@ def cmd_evaluate(args) -> int:
 
 def add_reproduce_args(p) -> None:
     """The arguments of ``mtlat-edu reproduce``."""
-    from mtlat_edu.training.profiles import PROFILES
     p.add_argument("--profile", default="cpu", choices=list(PROFILES),
                    help="smoke (generated data, offline, tests), cpu (CIFAR-10 on a CPU; default), cifar10 (GPU), paper")
     p.add_argument("--out", default=None, help="output folder (default: output/<profile>)")
@@ -199,8 +302,6 @@ def add_reproduce_args(p) -> None:
 
 def cmd_reproduce(args) -> int:
     """The body of ``mtlat-edu reproduce``: 0 when every notebook ran, 1 at the first failure."""
-    from mtlat_edu.course.runner import run_notebooks
-    from mtlat_edu.training.profiles import check_seeds
     seeds = None if args.seeds is None else list(check_seeds(args.seeds))
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
                            runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
@@ -208,8 +309,6 @@ def cmd_reproduce(args) -> int:
                            extra_parameters={"seeds": seeds}, progress=not args.no_progress)
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():
-        from mtlat_edu.benchmark.claims import claims_lines
-        from mtlat_edu.core import io as mio
         print("\nThe paper's claims, judged against the spread over training seeds (notebook 08):")
         print("\n".join(claims_lines(mio.read_json(claims))))
         print(f"  details: {claims}")
@@ -221,8 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     add_train_args(sub.add_parser("train", help="train one or more methods with the paper's recipe"))
     add_train_profile_args(sub.add_parser("train-profile", help="train every run of a profile (what reproduce uses)"))
-    sub.add_parser("bench-step", help="time a training step per method (ratio to standard)", add_help=False)
-    from .benchmark.command import add_evaluate_args
+    add_bench_step_args(sub.add_parser("bench-step", help="time a training step per method (ratio to standard)"))
     add_evaluate_args(sub.add_parser("evaluate", help="robustness benchmark of trained models (Tables 1-3)"))
     add_reproduce_args(sub.add_parser("reproduce", help="run the course notebooks in order with papermill"))
     return p
@@ -238,14 +336,13 @@ def option_message(message: str, parser: argparse.ArgumentParser) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench-step":
-        return cmd_bench_step(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "reproduce":
             return cmd_reproduce(args)
-        from mtlat_edu.core.checks import resolve_device
+        if args.command == "bench-step":
+            return cmd_bench_step(args)
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
             return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -7,7 +7,7 @@ Modules (one concern each):
 * :mod:`.suite`   the runner: shared perturbed sets, batched on a device, a JSON cache that resumes
 * :mod:`.report`  Markdown tables (parts a, b, c), the heatmap, the result files
 * :mod:`.claims`  the paper's claims, each judged against the noise across training seeds
-* :mod:`.command` ``mtlat-edu evaluate`` and its Python twin :func:`evaluate`
+* :mod:`.evaluation` :func:`evaluate`: trained runs (or in-memory models) of every seed -> tables, claims
 
 Typical use::
 
@@ -19,7 +19,7 @@ See ``docs/benchmark.md``.
 """
 from __future__ import annotations
 
-from .command import EvaluateResult, add_evaluate_args, collect_models, evaluate, run_evaluate
+from .evaluation import EvaluateResult, collect_models, evaluate
 from .parts import SEVERITIES, Selection, display_name, groups, kind_of, perturbation_names, resolve_parts, valid_parts
 from .claims import VERDICTS, check_claims, claims_lines, compare
 from .report import (markdown_part, markdown_tables, plot_heatmap, table3_markdown, table_parts, write_report,
@@ -31,10 +31,10 @@ from .suite import (ModelRef, ResultCache, SuiteResult, count_correct, data_iden
 
 __all__ = [
     "EvaluateResult", "ModelRef", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
-    "TABLE3_METHODS", "add_evaluate_args", "add_robustness", "aggregate", "check_claims", "claims_lines",
+    "TABLE3_METHODS", "add_robustness", "aggregate", "check_claims", "claims_lines",
     "collect_models", "compare", "count_correct",
     "data_identity", "display_name", "evaluate", "format_scores", "groups", "kind_of", "load_model_ref", "mark",
     "marks", "markdown_part", "markdown_tables", "mean_robustness", "perturbation_names", "plot_heatmap",
-    "resolve_parts", "robustness_score", "run_evaluate", "run_suite", "score_differences", "score_table",
+    "resolve_parts", "robustness_score", "run_suite", "score_differences", "score_table",
     "table3", "table3_markdown", "table_parts", "valid_parts", "weights_identity", "write_report", "write_tables",
 ]

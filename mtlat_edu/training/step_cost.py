@@ -1,6 +1,6 @@
 """Cost of a training step per method, measured side by side in one run.
 
-``python -m mtlat_edu.training.step_cost`` (or ``mtlat-edu bench-step``) times full optimisation steps
+``mtlat-edu bench-step`` times full optimisation steps
 (loss, backward, Adam update) of each method on the same model, batch and device, interleaving
 the methods in rounds so that machine noise hits them alike, and prints the median step time,
 the images per second and the ratio to ``standard``. Every method puts the same number of
@@ -9,7 +9,6 @@ backward-to-input pass over half of them, so the ideal M-TLAT / standard ratio i
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -78,31 +77,13 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtlat-edu bench-step", description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="+", default=["standard", "mtlat"], choices=list(METHODS))
-    p.add_argument("--model", default="resnet18", choices=list(MODELS))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps-per-round", type=int, default=3)
-    p.add_argument("--device", default=None)
-    p.add_argument("--compile", action="store_true")
-    return p
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    res = time_steps(tuple(args.methods), args.model, args.batch_size, args.image_size, args.rounds,
-                     args.steps_per_round, args.device, compile=args.compile)
-    dev = resolve_device(args.device)
+def step_table(res: dict, model_name: str, batch_size: int, image_size: int, device=None) -> str:
+    """The result of :func:`time_steps` as the text table ``mtlat-edu bench-step`` prints (the
+    device, torch version and settings in its first line, so a saved copy says what it measured)."""
+    dev = resolve_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"model {args.model}, batch {args.batch_size}, {args.image_size} px, device {name}, torch {torch.__version__}")
-    print(f"{'method':<12} {'s/step':>9} {'img/s':>9} {'ratio':>7}")
+    lines = [f"model {model_name}, batch {batch_size}, {image_size} px, device {name}, torch {torch.__version__}",
+             f"{'method':<12} {'s/step':>9} {'img/s':>9} {'ratio':>7}"]
     for m, r in res.items():
-        print(f"{m:<12} {r['seconds_per_step']:>9.4f} {r['images_per_second']:>9.1f} {r['ratio']:>6.2f}x")
-    return res
-
-
-if __name__ == "__main__":
-    main()
+        lines.append(f"{m:<12} {r['seconds_per_step']:>9.4f} {r['images_per_second']:>9.1f} {r['ratio']:>6.2f}x")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``mtlat-edu evaluate``: benchmark trained models and write/print Tables 1-3.
+"""Benchmark trained models and write Tables 1-3: :func:`evaluate` (``mtlat-edu evaluate``, whose
+options live in :mod:`mtlat_edu.cli`, and ``S.benchmark()`` in the notebooks).
 
     mtlat-edu evaluate RUN_FOLDER_OR_MODEL_PT [...] [--surrogate PATH]
     mtlat-edu evaluate --profile smoke [--runs runs]        # every method of runs/smoke + its surrogate
@@ -11,20 +12,18 @@ the same test images) into ``<out>/seed<k>/``; ``<out>`` then holds the tables o
 standard deviation over the seeds and ``claims.json``, every claim of the paper judged against
 that spread (:mod:`.claims`).
 
-:func:`evaluate` is the same thing as a Python function (for notebooks).
+``evaluate`` also takes in-memory models (``{name: model}``) and a test set (``data=``).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtlat_edu.benchmark import parts as P
-from mtlat_edu.benchmark.claims import check_claims, claims_lines
+from mtlat_edu.benchmark.claims import check_claims
 from mtlat_edu.benchmark.corruption_files import corruption_file_accuracy, detect_layout, write_corruption_files
 from mtlat_edu.benchmark.report import table3_markdown, write_tables
 from mtlat_edu.benchmark.scores import REFERENCE, aggregate, score_table
@@ -38,62 +37,6 @@ from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, loa
 CLAIMS_JSON = "claims.json"
 
 DEFAULT_RESULTS = "results"
-
-
-def _limit(text: str):
-    if text == "profile":  # the default: the profile's limit (all images without --profile)
-        return text
-    if text.lower() in ("all", "none"):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of images >= 1 or 'all', got {text!r}")
-    return n
-
-
-def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``mtlat-edu evaluate``."""
-    p.add_argument("models", nargs="*", metavar="RUN_FOLDER_OR_MODEL_PT",
-                   help="trained models: run folders (with model.pt) or model.pt files; one table row each")
-    p.add_argument("--profile", default=None,
-                   help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
-    p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
-    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="with --profile: the trained methods to benchmark (default: the profile's, Tables 1-3; "
-                        "e.g. standard mtlat mtlat_pgd manifold_mtlat)")
-    p.add_argument("--corruption-files", default=None, metavar="DIR",
-                   help="also measure every model on Hendrycks' released CIFAR-10-C (<corruption>.npy + labels.npy) "
-                        "or ImageNet-C (<corruption>/<severity>/<class>/*.JPEG) files in DIR: per-corruption "
-                        "accuracy and the mean over 15 corruptions x 5 severities, written to corruption_files.*")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
-                   help="training seeds to benchmark with --profile (default: the profile's seeds); tables show "
-                        "mean ± std over them and claims.json judges each claim against that spread")
-    p.add_argument("--surrogate", default=None, metavar="PATH",
-                   help="model the black-box MI-FGSM attacks are crafted on (the paper: a VGG trained on the "
-                        "same data); default with --profile: <runs>/<profile>/vgg_surrogate")
-    p.add_argument("--parts", nargs="+", default=["all"], metavar="PART",
-                   help="what to measure: groups (all, clean, corruptions, imagenet_c, extra, attacks, white_box, "
-                        "black_box) and/or single corruption or attack names (e.g. fog pgd); default: all")
-    p.add_argument("--severities", nargs="+", type=int, default=list(P.SEVERITIES), choices=list(P.SEVERITIES),
-                   help="corruption severities averaged in the table (default: 1 2 3 4 5)")
-    p.add_argument("--eval-limit", type=_limit, default="profile", metavar="N",
-                   help="images (class-balanced subset) for clean accuracy and corruptions; 'all' for the whole "
-                        "test set (default: the profile's eval_limit, else all)")
-    p.add_argument("--attack-limit", type=_limit, default="profile", metavar="N",
-                   help="images attacked; 'all' for the whole test set (default: the profile's attack_limit, else all)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0,
-                   help="benchmark seed: image subsets, corruption randomness, PGD random starts (not a training seed)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the one recorded in the checkpoint)")
-    p.add_argument("--out", default=None,
-                   help=f"output folder (default: {DEFAULT_RESULTS}/<profile> or {DEFAULT_RESULTS}/<dataset>-<model>)")
-    p.add_argument("--reference", default=REFERENCE, help="row the +/- marks compare with (default: standard)")
-    p.add_argument("--fresh", action="store_true", help="ignore cached results and recompute every cell")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 @dataclass
@@ -284,35 +227,3 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     md = (out_root / "tables.md").read_text(encoding="utf-8")
     return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
                           per_seed=tables, suites=suites, claims=claims)
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """The body of ``mtlat-edu evaluate``: run, print the tables and where the files are."""
-    if not args.models and args.profile is None:
-        raise ValueError("models: give run folders / model.pt files, or --profile NAME (with --runs)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = evaluate(args.models, profile=args.profile, runs=args.runs, surrogate=args.surrogate, seeds=args.seeds,
-                       parts=args.parts, eval_limit=args.eval_limit, attack_limit=args.attack_limit,
-                       severities=tuple(sorted(set(args.severities))), device=args.device,
-                       batch_size=args.batch_size, seed=args.seed, data_root=args.data_root, out=args.out,
-                       reference=args.reference, fresh=args.fresh, progress=not args.no_progress,
-                       methods=args.methods, corruption_files=args.corruption_files)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            print(f"mtlat-edu: warning: {w.message}", file=sys.stderr)
-    print()
-    print(res.markdown)
-    print("## Table 3: clean accuracy (%)\n")
-    print(res.table3_markdown)
-    print()
-    print("\n".join(claims_lines(res.claims)))
-    if "files_md" in res.files:
-        print()
-        print(Path(res.files["files_md"]).read_text(encoding="utf-8"))
-    seconds = sum(s.meta["seconds"] for s in res.suites.values())
-    print(f"\n{res.computed} cells computed, {res.reused} reused from the cache ({seconds:.1f} s).")
-    print(f"Files in {res.out_dir}:")
-    for what, path in res.files.items():
-        print(f"  {what:<13} {path}")
-    return 0
