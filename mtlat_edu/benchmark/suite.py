@@ -81,8 +81,9 @@ def data_identity(data: ImageData) -> str:
 
 @dataclass
 class ModelRef:
-    """A model to benchmark: its row name, the module (eval mode, on the device), its weights hash,
-    and where it came from (``info`` of :func:`mtlat_edu.training.checkpoints.load_checkpoint` when loaded)."""
+    """A model to benchmark: its row name, the module (on the device; every measurement runs it in
+    eval mode and restores its modes, :mod:`mtlat_edu.robustness.measure`), its weights hash, and
+    where it came from (``info`` of :func:`mtlat_edu.training.checkpoints.load_checkpoint` when loaded)."""
 
     name: str
     model: torch.nn.Module
@@ -102,10 +103,10 @@ def load_model_ref(path, name: str | None = None, device="cpu") -> ModelRef:
 def as_model_ref(name: str, model, device) -> ModelRef:
     """A :class:`ModelRef` from a ModelRef, an ``nn.Module`` or a checkpoint path."""
     if isinstance(model, ModelRef):
-        model.model.to(device).eval()
+        model.model.to(device)
         return ModelRef(name, model.model, model.identity, model.info)
     if isinstance(model, torch.nn.Module):
-        model.to(device).eval()
+        model.to(device)
         return ModelRef(name, model, weights_identity(model), {})
     if isinstance(model, (str, Path)):
         return load_model_ref(model, name, device)

@@ -89,6 +89,8 @@ def _check_image_tensor(images, labels, model, name: str) -> None:
                          f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
     check_nchw(images, name, model_channels(model))
     check_labels(labels, None, images.shape[0], "labels")  # float labels refused, not truncated
+    if images.shape[0] == 0:
+        raise ValueError(f"{name}: the set is empty")
 
 
 def _tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device):
@@ -158,8 +160,9 @@ def attack_accuracy(name: str, model, images: torch.Tensor, labels: torch.Tensor
     ``images`` are uint8 NCHW (0..255) or float NCHW in [0, 1]; each batch is converted and moved to
     ``device`` (default: the device of ``model``'s parameters) and attacked with
     :func:`mtlat_edu.robustness.attacks.run_attack` (black-box attacks crafted on ``surrogate``),
-    the random starts drawn from ``generator`` batch after batch. The robustness score of the paper
-    (section 5.1) is this accuracy divided by the clean accuracy.
+    the random starts drawn from ``generator`` batch after batch (under torchrun each rank attacks
+    its contiguous share, see :func:`accuracy`). The robustness score of the paper (section 5.1) is
+    this accuracy divided by the clean accuracy.
     """
     A.get_attack(name)
     _check_image_tensor(images, labels, model, "images")
