@@ -1,7 +1,7 @@
 """``python -m mtlat_edu ...``: the ``mtlat-edu`` command (so ``torchrun -m mtlat_edu train ...`` works too)."""
 import sys
 
-from .cli import main
+from mtlat_edu.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

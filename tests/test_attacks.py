@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mtlat_edu.robustness import attacks as A
-from mtlat_edu.paper.adversarial import fgsm
+from mtlat_edu.robustness import measure as M
+from mtlat_edu.paper.adversarial import fgsm, least_likely_targets
 from mtlat_edu.data import load_dataset
 from mtlat_edu.models import NormalizedModel, SmallCNN
 
@@ -132,7 +133,7 @@ def test_pgd_accuracy_non_increasing_in_eps(model, test_set):
 
 def test_pgd_ll_hits_least_likely_target(model, test_set):
     x, y = test_set
-    target = A.least_likely_class(model, x)
+    target = least_likely_targets(model, x)
     x_adv = A.pgd_ll(model, x, eps=0.04, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         hit = (model(x_adv).argmax(dim=1) == target).float().mean().item()
@@ -235,12 +236,12 @@ def test_registry_matches_paper_columns():
 def test_attack_accuracy_batched_uint8_and_float(model, surrogate):
     data = load_dataset("synthetic", "test", limit=40)
     x = data.float_images()
-    whole = A.attack_accuracy("mi_fgsm_0.04", model, data.images, data.labels, surrogate=surrogate, batch_size=64)
-    batched = A.attack_accuracy("mi_fgsm_0.04", model, x, data.labels, surrogate=surrogate, batch_size=16)
+    whole = M.attack_accuracy("mi_fgsm_0.04", model, data.images, data.labels, surrogate=surrogate, batch_size=64)
+    batched = M.attack_accuracy("mi_fgsm_0.04", model, x, data.labels, surrogate=surrogate, batch_size=16)
     direct = accuracy(model, A.mi_fgsm(surrogate, x, data.labels, eps=0.04), data.labels)
     assert abs(whole - direct) <= 1 / 40 and abs(batched - direct) <= 1 / 40
     assert 0.0 <= whole <= 1.0
-    pgd_acc = A.attack_accuracy("pgd", model, data.images, data.labels, batch_size=16,
+    pgd_acc = M.attack_accuracy("pgd", model, data.images, data.labels, batch_size=16,
                                 generator=torch.Generator().manual_seed(0))
     assert pgd_acc < accuracy(model, x, data.labels)
 
@@ -276,9 +277,9 @@ def test_bad_inputs_raise(model, test_set):
     with pytest.raises(ValueError, match="valid names: pgd, pgd_ll, cw_l2, mi_fgsm_0.04, mi_fgsm_0.08"):
         A.run_attack("fgsm", model, x, y)
     with pytest.raises(ValueError, match="valid names"):
-        A.attack_accuracy("nope", model, x, y)
+        M.attack_accuracy("nope", model, x, y)
     with pytest.raises(ValueError, match="batch_size"):
-        A.attack_accuracy("pgd", model, x, y, batch_size=0)
+        M.attack_accuracy("pgd", model, x, y, batch_size=0)
 
 
 @pytest.mark.parametrize("name", ["mi_fgsm_0.04", "mi_fgsm_0.08"])
@@ -287,4 +288,4 @@ def test_black_box_without_surrogate_raises(model, test_set, name):
     with pytest.raises(ValueError, match="surrogate"):
         A.run_attack(name, model, x, y)
     with pytest.raises(ValueError, match="surrogate"):
-        A.attack_accuracy(name, model, x, y)
+        M.attack_accuracy(name, model, x, y)

@@ -12,6 +12,7 @@ import torch
 from mtlat_edu.robustness import attacks as A
 from mtlat_edu import cli
 from mtlat_edu.robustness import corruptions as C
+from mtlat_edu.robustness import measure
 from mtlat_edu.benchmark import parts as P
 from mtlat_edu.benchmark import report, scores, suite
 from mtlat_edu.data import make_synthetic
@@ -175,7 +176,7 @@ class _Spy:
 
     def __init__(self, monkeypatch):
         self.calls = {"corrupt": 0, "run_attack": 0, "attack_accuracy": 0, "count_correct": 0}
-        for mod, name in ((C, "corrupt"), (A, "run_attack"), (A, "attack_accuracy"), (suite, "count_correct")):
+        for mod, name in ((C, "corrupt"), (A, "run_attack"), (measure, "attack_accuracy"), (measure, "count_correct")):
             monkeypatch.setattr(mod, name, self._wrap(name, getattr(mod, name)))
 
     def _wrap(self, name, fn):

@@ -33,7 +33,8 @@ from torch import nn
 
 from mtlat_edu.core import io as mio
 from mtlat_edu.paper.adversarial import fgsm, sample_eps, targeted_fgsm
-from mtlat_edu.robustness.attacks import attack_accuracy, cw_l2, mi_fgsm, pgd, pgd_ll
+from mtlat_edu.robustness.attacks import cw_l2, mi_fgsm, pgd, pgd_ll
+from mtlat_edu.robustness.measure import attack_accuracy
 from mtlat_edu.core.checks import check_positive, check_range
 from mtlat_edu.cli import main as cli_main
 from mtlat_edu.data import load_cifar10, load_dataset, load_imagefolder

@@ -29,7 +29,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("papermill")
 
-from mtlat_edu import cli, course  # noqa: E402
+from mtlat_edu import cli  # noqa: E402
 from mtlat_edu.course import runner  # noqa: E402
 from mtlat_edu.training.profiles import SURROGATE, TABLE_METHODS  # noqa: E402
 

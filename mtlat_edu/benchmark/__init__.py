@@ -26,15 +26,15 @@ from .report import (markdown_part, markdown_tables, plot_heatmap, table3_markdo
                      write_tables)
 from .scores import (TABLE3_METHODS, add_robustness, aggregate, format_scores, mark, marks,
                      mean_robustness, robustness_score, score_differences, score_table, table3)
-from .suite import (ModelRef, ResultCache, SuiteResult, count_correct, data_identity, load_model_ref, run_suite,
-                    weights_identity)
+from .suite import ModelRef, ResultCache, SuiteResult, data_identity, load_model_ref, run_suite, weights_identity
+from mtlat_edu.robustness.measure import count_correct, measure_cell  # what the suite measures with (one home)
 
 __all__ = [
     "EvaluateResult", "ModelRef", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
     "TABLE3_METHODS", "add_robustness", "aggregate", "check_claims", "claims_lines",
     "collect_models", "compare", "count_correct",
     "data_identity", "display_name", "evaluate", "format_scores", "groups", "kind_of", "load_model_ref", "mark",
-    "marks", "markdown_part", "markdown_tables", "mean_robustness", "perturbation_names", "plot_heatmap",
-    "resolve_parts", "robustness_score", "run_suite", "score_differences", "score_table",
+    "marks", "markdown_part", "markdown_tables", "mean_robustness", "measure_cell", "perturbation_names",
+    "plot_heatmap", "resolve_parts", "robustness_score", "run_suite", "score_differences", "score_table",
     "table3", "table3_markdown", "table_parts", "valid_parts", "weights_identity", "write_report", "write_tables",
 ]

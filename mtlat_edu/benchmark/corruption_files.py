@@ -42,11 +42,10 @@ from tqdm.auto import tqdm
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.robustness.corruptions import IMAGENET_C
-from mtlat_edu.robustness.attacks import eval_mode
-from ..data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
+from mtlat_edu.robustness.measure import CLEAN, measure_cell
+from mtlat_edu.data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
 from .parts import SEVERITIES
 from .report import markdown_grid
-from .suite import measure_cell
 
 CORRUPTIONS: tuple[str, ...] = tuple(IMAGENET_C)  # the 15 of the leaderboards (Hendrycks' file names)
 SOURCES = {
@@ -230,8 +229,8 @@ def corruption_file_accuracy(models: Mapping[str, torch.nn.Module], root, *, sev
     for c in present:
         for s, data in sets(root, c, severities, classes, limit, seed, image_size):
             for name, m in models.items():
-                with eval_mode(m):  # the benchmark's clean cell: sharded under torchrun
-                    correct = measure_cell(m, data, "clean", batch_size=batch_size, device=dev)
+                # the benchmark's clean cell (eval mode, sharded under torchrun)
+                correct = measure_cell(m, data, CLEAN, batch_size=batch_size, device=dev)
                 rows.append({"model": name, "corruption": c, "severity": s,
                              "accuracy": correct / len(data), "n_images": len(data)})
             bar.update(1)

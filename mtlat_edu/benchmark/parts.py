@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from mtlat_edu.core.registry import UnknownNameError
 from mtlat_edu.robustness import attacks as A
 from mtlat_edu.robustness import corruptions as C
-
-CLEAN = "clean"
+from mtlat_edu.robustness.measure import CLEAN
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # the ``kind`` column of the long results

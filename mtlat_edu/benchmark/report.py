@@ -103,8 +103,15 @@ def table3_markdown(scores: pd.DataFrame, std: pd.DataFrame | None = None) -> st
     return markdown_grid(header, [row], ["l"] + ["r"] * len(TABLE3_METHODS))
 
 
-def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None):
-    """Models x perturbations heatmap annotated with R (see the module docstring for the colours).
+def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None, *, differences: bool = False,
+                 title: str | None = None):
+    """Models x perturbations heatmap annotated with R (see the module docstring for the colours);
+    the package's one heatmap.
+
+    With ``differences``, ``scores`` already holds differences of R against ``reference`` (for
+    example :func:`mtlat_edu.course.analysis.complementarity`, corruptions x methods): each cell
+    shows its signed difference on the same diverging map centred on 0 (blue: more robust than
+    ``reference``, red: less). Corruption and attack names become the tables' short titles.
 
     Returns the matplotlib Figure (made without pyplot, so nothing global is touched, unless ``ax``
     is given)."""
@@ -115,9 +122,12 @@ def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None):
     if not cols:
         raise ValueError("scores: no perturbation column to plot (only clean accuracy was measured)")
     r = scores[cols].astype(float)
-    annot = r.map(lambda v: "" if math.isnan(v) else f"{v:.2f}")
-    labels = [f"{m} ({scores.loc[m, CLEAN_COLUMN]:.1f}%)" if CLEAN_COLUMN in scores.columns else str(m)
-              for m in scores.index]
+    annot = r.map(lambda v: "" if math.isnan(v) else (f"{v:+.2f}" if differences else f"{v:.2f}"))
+    if differences:
+        labels = [P.display_name(str(m)) for m in scores.index]
+    else:
+        labels = [f"{m} ({scores.loc[m, CLEAN_COLUMN]:.1f}%)" if CLEAN_COLUMN in scores.columns else str(m)
+                  for m in scores.index]
     if ax is None:
         fig = Figure(figsize=(max(6.0, 0.55 * len(cols) + 2.5), max(2.5, 0.5 * len(scores) + 1.8)))
         ax = fig.subplots()
@@ -129,23 +139,24 @@ def plot_heatmap(scores: pd.DataFrame, reference: str = REFERENCE, ax=None):
         # seaborn 0.13 calls Colormap.set_bad, which matplotlib 3.11 deprecates (not ours to fix)
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         style = dict(annot=annot.values, fmt="", linewidths=0.5, annot_kws={"fontsize": 7}, ax=ax)
-        if reference in scores.index:
-            diff = data - data.iloc[list(scores.index).index(reference)]
+        if differences or reference in scores.index:
+            diff = data if differences else data - data.iloc[list(scores.index).index(reference)]
             span = float(diff.abs().max().max())
             span = span if span > 0 and not math.isnan(span) else 1.0
             sns.heatmap(diff, cmap="RdBu", center=0.0, vmin=-span, vmax=span,
                         cbar_kws={"label": f"R - R({reference})"}, **style)
-            ax.set_title(f"Robustness scores R (colour: difference with {reference})")
+            ax.set_title(title or (f"R(method) - R({reference})" if differences
+                                   else f"Robustness scores R (colour: difference with {reference})"))
         else:
             vmax = max(1.0, float(r.max().max()) if r.notna().any().any() else 1.0)
             sns.heatmap(data, cmap="viridis", vmin=0.0, vmax=vmax, cbar_kws={"label": "R"}, **style)
-            ax.set_title("Robustness scores R")
+            ax.set_title(title or "Robustness scores R")
     bounds = [len([c for c in cols if c in names]) for names in (P.imagenet_c_names(), P.corruption_names())]
     for b in sorted(set(bounds) - {0, len(cols)}):  # separate the parts a | b | c
         ax.axvline(b, color="black", linewidth=1.5)
     ax.set_xlabel("")
-    ax.set_ylabel("model (clean accuracy)")
-    ax.tick_params(axis="x", labelrotation=60)
+    ax.set_ylabel("" if differences else "model (clean accuracy)")
+    ax.tick_params(axis="x", labelrotation=0 if differences else 60)
     return fig
 
 

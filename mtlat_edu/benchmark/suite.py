@@ -14,7 +14,8 @@
   set's hash, the perturbation, the severity, the number of images, the seed, the batch size
   (random corruptions draw batch by batch) and, for black-box attacks, the surrogate's weights
   hash. A re-run computes only the missing cells, so an interrupted run resumes.
-* **Evaluation** runs in float32 in eval mode (no autocast), batched on ``device``.
+* **Evaluation** runs in float32 in eval mode (no autocast), batched on ``device``, through
+  :func:`mtlat_edu.robustness.measure.measure_models`, the one measuring code of the package.
 * **Per-batch randomness, sharded evaluation.** The random draws of batch ``b`` of a cell (a
   random corruption's noise, PGD's random start) come from a generator seeded by ``(seed,
   perturbation, severity, b)``, so a batch's result does not depend on which process measures it.
@@ -26,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -39,12 +38,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mtlat_edu.robustness import attacks as A
-from mtlat_edu.robustness import corruptions as C
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int, resolve_device
-from ..data import ImageData
+from mtlat_edu.data import ImageData
+from mtlat_edu.robustness.measure import measure_models
 from mtlat_edu.training.checkpoints import load_checkpoint
 from . import parts as P
 from .scores import add_robustness
@@ -83,8 +81,9 @@ def data_identity(data: ImageData) -> str:
 
 @dataclass
 class ModelRef:
-    """A model to benchmark: its row name, the module (eval mode, on the device), its weights hash,
-    and where it came from (``info`` of :func:`mtlat_edu.training.checkpoints.load_checkpoint` when loaded)."""
+    """A model to benchmark: its row name, the module (on the device; every measurement runs it in
+    eval mode and restores its modes, :mod:`mtlat_edu.robustness.measure`), its weights hash, and
+    where it came from (``info`` of :func:`mtlat_edu.training.checkpoints.load_checkpoint` when loaded)."""
 
     name: str
     model: torch.nn.Module
@@ -104,10 +103,10 @@ def load_model_ref(path, name: str | None = None, device="cpu") -> ModelRef:
 def as_model_ref(name: str, model, device) -> ModelRef:
     """A :class:`ModelRef` from a ModelRef, an ``nn.Module`` or a checkpoint path."""
     if isinstance(model, ModelRef):
-        model.model.to(device).eval()
+        model.model.to(device)
         return ModelRef(name, model.model, model.identity, model.info)
     if isinstance(model, torch.nn.Module):
-        model.to(device).eval()
+        model.to(device)
         return ModelRef(name, model, weights_identity(model), {})
     if isinstance(model, (str, Path)):
         return load_model_ref(model, name, device)
@@ -153,17 +152,6 @@ class ResultCache:
 
 # ---------------------------------------------------------------------------------------------
 # measuring
-
-
-def _seed_of(*parts) -> int:
-    """A stable 31-bit seed from the parts (the same in every process, unlike ``hash``)."""
-    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
-@torch.no_grad()
-def count_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """How many images of the batch ``model`` classifies correctly (a 0-d tensor on the device)."""
-    return (model(x).argmax(1) == y).sum()
 
 
 @dataclass
@@ -340,41 +328,9 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, seed: int,
              batch_size: int, device: torch.device) -> dict[str, int]:
-    """Correct predictions of each model on one cell, the perturbed batches shared by all models.
-
-    Batch ``b`` draws its randomness from a generator seeded by ``(seed, perturbation, severity, b)``
-    (every model gets the same PGD random start); under torchrun this rank measures the batches
-    :func:`mtlat_edu.core.distributed.shard` deals it and the counts are summed over the ranks.
-    """
-    kind = P.kind_of(cell.perturbation)
-    correct = torch.zeros(len(models), dtype=torch.int64, device=device)
-    n = len(cell.data)
-    for b in D.shard(math.ceil(n / batch_size)):
-        x = cell.data.float_images(slice(b * batch_size, (b + 1) * batch_size), device)
-        y = cell.data.labels[b * batch_size:(b + 1) * batch_size].to(device)
-        batch_seed = _seed_of(seed, cell.perturbation, cell.severity, b)
-        g = torch.Generator().manual_seed(batch_seed)
-        if kind in (P.KIND_IMAGENET_C, P.KIND_EXTRA):
-            x = C.corrupt(x, cell.perturbation, cell.severity, generator=g)
-        elif kind == P.KIND_BLACK_BOX:
-            x = A.run_attack(cell.perturbation, surrogate.model, x, y, surrogate=surrogate.model, generator=g)
-        for i, r in enumerate(models):
-            x_r = x
-            if kind == P.KIND_WHITE_BOX:
-                x_r = A.run_attack(cell.perturbation, r.model, x, y, generator=torch.Generator().manual_seed(batch_seed))
-            correct[i] += count_correct(r.model, x_r, y)
-    D.all_reduce_sum(correct)
-    return {r.name: int(c) for r, c in zip(models, correct.tolist())}
-
-
-def measure_cell(model: torch.nn.Module, data: ImageData, perturbation: str, severity: int = 0, *, seed: int = 0,
-                 batch_size: int = 256, device=None, surrogate: torch.nn.Module | None = None) -> int:
-    """How many images of ``data`` ``model`` (in eval mode) classifies correctly under one benchmark
-    cell: ``perturbation`` "clean", a corruption at ``severity``, or an attack (black-box ones are
-    crafted on ``surrogate``); the very code and random draws :func:`run_suite` uses for that cell
-    with the same ``seed`` and ``batch_size`` (sharded under torchrun)."""
-    dev = resolve_device(device)
-    P.kind_of(perturbation)
-    sur = ModelRef("surrogate", surrogate, "") if surrogate is not None else None
-    return _measure(_Cell(perturbation, severity, data.to(dev), ""), [ModelRef("model", model, "")], sur, seed,
-                    batch_size, dev)["model"]
+    """Correct predictions of each model on one cell, the perturbed batches shared by all models
+    (:func:`mtlat_edu.robustness.measure.measure_models`; sharded under torchrun)."""
+    counts = measure_models([r.model for r in models], cell.data, cell.perturbation, cell.severity, seed=seed,
+                            batch_size=batch_size, device=device,
+                            surrogate=surrogate.model if surrogate is not None else None)
+    return {r.name: c for r, c in zip(models, counts)}

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import pandas as pd
 import torch
 
+from mtlat_edu.benchmark import parts as BP
+from mtlat_edu.benchmark.claims import claims_lines
+from mtlat_edu.core.modes import eval_mode
+from mtlat_edu.paper.adversarial import fgsm, random_targets, targeted_fgsm
+from mtlat_edu.robustness.measure import count_correct, model_device
 from mtlat_edu.training.profiles import PROFILES
 
 
@@ -29,34 +35,30 @@ def data_summary(data) -> str:
             f"{data.num_classes} classes\nper class: {per}")
 
 
-@torch.no_grad()
-def _accuracy(model, x, y) -> float:
-    return (model(x).argmax(1) == y).float().mean().item()
-
-
 def fgsm_sweep(model, data, eps_values: Sequence[float] = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08),
                seed: int = 0, batch_size: int = 250) -> list[dict]:
     """Accuracy under untargeted FGSM (eq. 2) and targeted FGSM (eq. 5, random other target) per eps.
 
-    ``target_hit`` is the fraction of images the targeted step sends to its target class.
+    ``target_hit`` is the fraction of images the targeted step sends to its target class. The
+    steps and the counts run in eval mode (:func:`mtlat_edu.core.modes.eval_mode`; the model's modes
+    are restored afterwards); the targets are drawn once, from ``seed``, and shared by every eps.
     """
-    from mtlat_edu.paper.adversarial import fgsm as _fgsm, random_targets, targeted_fgsm
-    device = next(model.parameters()).device
-    model.eval()
+    device = model_device(model)
     g = torch.Generator().manual_seed(seed)
     targets = random_targets(data.labels, data.num_classes, exclude_true=True, generator=g)
     rows = []
-    for eps in eps_values:
-        n_u = n_t = n_hit = 0
-        for s in range(0, len(data), batch_size):
-            x = data.float_images(slice(s, s + batch_size), device)
-            y, t = data.labels[s:s + batch_size].to(device), targets[s:s + batch_size].to(device)
-            n_u += _accuracy(model, _fgsm(model, x, y, eps), y) * len(y)
-            xt = targeted_fgsm(model, x, t, eps)
-            n_t += _accuracy(model, xt, y) * len(y)
-            n_hit += _accuracy(model, xt, t) * len(y)
-        rows.append({"eps": eps, "acc_untargeted": n_u / len(data), "acc_targeted": n_t / len(data),
-                     "target_hit": n_hit / len(data)})
+    with eval_mode(model):
+        for eps in eps_values:
+            n_u = n_t = n_hit = 0
+            for s in range(0, len(data), batch_size):
+                x = data.float_images(slice(s, s + batch_size), device)
+                y, t = data.labels[s:s + batch_size].to(device), targets[s:s + batch_size].to(device)
+                n_u += count_correct(model, fgsm(model, x, y, eps), y).item()
+                xt = targeted_fgsm(model, x, t, eps)
+                n_t += count_correct(model, xt, y).item()
+                n_hit += count_correct(model, xt, t).item()
+            rows.append({"eps": eps, "acc_untargeted": n_u / len(data), "acc_targeted": n_t / len(data),
+                         "target_hit": n_hit / len(data)})
     return rows
 
 
@@ -106,14 +108,11 @@ PAPER_TABLE3 = {"standard": 73.3, "fgsm": 65.8, "target_fgsm": 68.3, "ls": 67.1,
 
 def print_claims(report: dict) -> None:
     """The verdict of every claim (``holds`` / ``within_noise`` / ``fails``), one line each."""
-    from mtlat_edu.benchmark.claims import claims_lines
     print("\n".join(claims_lines(report)))
 
 
 def complementarity(scores, methods: Sequence[str] = ("mixup", "tlat", "mtlat"), reference: str = "standard"):
     """Per-corruption ``R(method) - R(reference)`` (section 5.3), as a corruptions x methods DataFrame."""
-    import pandas as pd
-    from mtlat_edu.benchmark import parts as BP
     cols = [c for c in BP.corruption_names() if c in scores.columns]
     present = [m for m in methods if m in scores.index]
     if reference not in scores.index or not present or not cols:

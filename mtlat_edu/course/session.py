@@ -36,11 +36,6 @@ SMOKE_NOTEBOOK_LIMITS = {"eval_limit": 16, "attack_limit": 8}
 # ---------------------------------------------------------------------------------------------
 # settings of one notebook
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked."""
-    return str(checks.resolve_device(device))
-
-
 def notebook_dir() -> Path:
     """The folder relative paths are resolved against (see the module docstring)."""
     cwd = Path.cwd()
@@ -314,7 +309,8 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
     prof = get_profile(profile, **({"data_root": str(_resolve(data_root, base))} if data_root else {}))
     out = _resolve(output_dir if output_dir else Path("..") / "output" / profile, base)
     seeds = check_seeds(prof.seeds if seeds is None else seeds)
-    course = Course(prof, resolve_device(device), _resolve(runs_root, base), out, notebook or "notebook", seed, seeds)
+    device = str(checks.resolve_device(device))  # "auto" -> "cuda" when a GPU is visible, else "cpu"
+    course = Course(prof, device, _resolve(runs_root, base), out, notebook or "notebook", seed, seeds)
     course.out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if verbose:

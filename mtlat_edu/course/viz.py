@@ -411,24 +411,6 @@ def soft_label_title(y, classes: Sequence[str] | None = None, k: int = 2) -> str
     return " | ".join(f"{class_name(classes, int(i))[:8]} {v:.2f}" for v, i in zip(vals, idx) if v > 0)
 
 
-def difference_heatmap(diff, title: str = "R(method) - R(standard) per corruption", display: Mapping[str, str] | None = None) -> Figure:
-    """A corruptions x methods table of score differences (e.g. :func:`mtlat_edu.course.session.complementarity`)
-    on a diverging map centred on 0: blue = more robust than the reference, red = less."""
-    import seaborn as sns
-    data = diff.copy()
-    if display:
-        data.index = [display.get(c, c) for c in data.index]
-    span = float(np.nanmax(np.abs(data.values))) if data.size else 1.0
-    span = span if span > 0 else 1.0
-    fig = _figure(1.3 * len(data.columns) + 2.5, 0.32 * len(data) + 1.5)
-    ax = fig.subplots()
-    sns.heatmap(data, annot=True, fmt="+.2f", cmap="RdBu", center=0, vmin=-span, vmax=span, ax=ax,
-                annot_kws={"fontsize": 7}, linewidths=0.4, cbar_kws={"label": "difference in R"})
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel("")
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------
 # notebook 10: beyond the paper
 

@@ -20,11 +20,14 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from . import viz
+from mtlat_edu.core.modes import eval_mode
+from mtlat_edu.course import viz
 from mtlat_edu.paper.adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
 from mtlat_edu.paper.labels import one_hot, tlat_labels
-from mtlat_edu.paper.mixup import mixup, sample_lambda
-from mtlat_edu.paper.mixup import manifold_forward
+from mtlat_edu.paper.mixup import manifold_forward, mixup, sample_lambda
+from mtlat_edu.robustness.attacks import ATTACKS, run_attack
+from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS, corrupt
+from mtlat_edu.robustness.measure import count_correct, model_device
 
 
 class Panel:
@@ -100,20 +103,9 @@ def _check_image(x: torch.Tensor, name: str) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model, x: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities of ``model`` (eval mode) for a batch ``x``."""
-    was = model.training
-    model.eval()
-    try:
+    """Softmax probabilities of ``model`` (eval mode, the modes restored afterwards) for a batch ``x``."""
+    with eval_mode(model):
         return torch.softmax(model(x).float(), dim=1)
-    finally:
-        model.train(was)
-
-
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,17 +145,13 @@ def mixup_panel(x1, y1: int, x2, y2: int, classes: Sequence[str], lam: float = 0
 def fgsm_example(model, x, y: int, eps: float, target: int | None = None) -> dict:
     """One FGSM step on one image: targeted (eq. 5) when ``target`` is given, else untargeted (eq. 2)."""
     x = _check_image(x, "x")
-    dev = _model_device(model)
+    dev = model_device(model)
     xb = x.unsqueeze(0).to(dev)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if target is None:
             x_adv = fgsm(model, xb, torch.tensor([int(y)], device=dev), float(eps))
         else:
             x_adv = targeted_fgsm(model, xb, torch.tensor([int(target)], device=dev), float(eps))
-    finally:
-        model.train(was)
     p0, p1 = predict(model, xb)[0].cpu(), predict(model, x_adv)[0].cpu()
     x_adv = x_adv[0].cpu()
     return {"eps": float(eps), "target": target, "x": x, "x_adv": x_adv, "delta": x_adv - x,
@@ -261,7 +249,6 @@ def mtlat_panel(model, x3, y3: int, x4, y4: int, classes: Sequence[str], target:
 
 def corrupt_images(images: Mapping[str, torch.Tensor], name: str, severity: float, seed: int = 0) -> dict:
     """``{label: corrupted image}`` through :func:`mtlat_edu.robustness.corruptions.corrupt` (same seed for each)."""
-    from mtlat_edu.robustness.corruptions import corrupt
     out = {}
     for label, x in images.items():
         x = _check_image(x, label)
@@ -272,7 +259,6 @@ def corrupt_images(images: Mapping[str, torch.Tensor], name: str, severity: floa
 def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", severity: float = 3.0,
                      seed: int = 0, names: Sequence[str] | None = None) -> Panel:
     """A corruption dropdown and a continuous slider "severity" (1.0 to 5.0, step 0.1)."""
-    from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS
     images = {k: _check_image(v, k) for k, v in images.items()}
     names = tuple(names or ALL)
 
@@ -295,15 +281,14 @@ def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", seve
 
 def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=None, seed: int = 0) -> dict:
     """Adversarial images of ``name`` (:func:`mtlat_edu.robustness.attacks.run_attack`) and the model's predictions."""
-    from mtlat_edu.robustness.attacks import run_attack
-    dev = _model_device(model)
+    dev = model_device(model)
     x, y = x.to(dev), y.to(dev)
     g = torch.Generator(device=dev).manual_seed(seed)
     x_adv = run_attack(name, model, x, y, surrogate=surrogate, generator=g)
     p0, p1 = predict(model, x).argmax(1), predict(model, x_adv).argmax(1)
     return {"name": name, "x": x.cpu(), "x_adv": x_adv.cpu(), "delta": (x_adv - x).cpu(),
-            "pred_clean": p0.cpu(), "pred_adv": p1.cpu(), "correct_clean": (p0 == y).float().mean().item(),
-            "correct_adv": (p1 == y).float().mean().item(),
+            "pred_clean": p0.cpu(), "pred_adv": p1.cpu(), "correct_clean": count_correct(model, x, y).item() / len(y),
+            "correct_adv": count_correct(model, x_adv, y).item() / len(y),
             "linf": (x_adv - x).flatten(1).abs().max(1).values.cpu(),
             "l2": (x_adv - x).flatten(1).norm(dim=1).cpu()}
 
@@ -311,7 +296,6 @@ def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=N
 def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  surrogate=None, name: str = "pgd", model: str | None = None, seed: int = 0) -> Panel:
     """An attack dropdown and a model dropdown: adversarial images, perturbations and predictions."""
-    from mtlat_edu.robustness.attacks import ATTACKS
 
     def compute(name: str, model: str) -> dict:
         r = attack_batch(name, models[model], x, y, surrogate, seed)
@@ -339,15 +323,11 @@ def pgd_steps_example(model, x, target: int, eps: float, steps: int, step_factor
     the image after ``steps`` steps, and the model's probability of ``target`` after k steps for
     every k = 1..max_steps (k = 1 is targeted FGSM, eq. 5), each with the step ``step_factor * eps / k``."""
     x = _check_image(x, "x")
-    dev = _model_device(model)
+    dev = model_device(model)
     xb, t = x.unsqueeze(0).to(dev), torch.tensor([int(target)], device=dev)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         advs = {k: targeted_pgd(model, xb, t, float(eps), steps=k, step_factor=step_factor)
                 for k in range(1, max(int(steps), int(max_steps)) + 1)}
-    finally:
-        model.train(was)
     p_target = torch.stack([predict(model, a)[0, int(target)].cpu() for a in advs.values()])
     x_adv = advs[int(steps)][0].cpu()
     return {"eps": float(eps), "steps": int(steps), "target": int(target), "x": x, "x_adv": x_adv, "delta": x_adv - x,
@@ -382,18 +362,14 @@ def manifold_example(model, x1, x2, layer: int, lam: float, grid: int = 21) -> d
     model's probabilities at ``lam``, and for every mixing layer its probabilities along a grid
     of lambda in [0, 1] (``curves[l]``: (grid, classes))."""
     x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")
-    dev = _model_device(model)
+    dev = model_device(model)
     a, b = x1.unsqueeze(0).to(dev), x2.unsqueeze(0).to(dev)
     lams = torch.linspace(0, 1, grid, device=dev)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         probs = torch.softmax(manifold_forward(model, a, b, torch.tensor([float(lam)], device=dev), int(layer)), 1)
         layers = range(len(getattr(model, "mix_points", ())) + 1)
         curves = {l: torch.softmax(manifold_forward(model, a.expand(grid, -1, -1, -1), b.expand(grid, -1, -1, -1),
                                                     lams, l), 1).cpu() for l in layers}
-    finally:
-        model.train(was)
     return {"layer": int(layer), "lam": float(lam), "probs": probs[0].cpu(), "lams": lams.cpu(), "curves": curves}
 
 

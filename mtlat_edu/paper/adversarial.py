@@ -53,7 +53,9 @@ def random_targets(y: torch.Tensor, num_classes: int, *, exclude_true: bool = Fa
 
 @torch.no_grad()
 def least_likely_targets(model, x: torch.Tensor) -> torch.Tensor:
-    """The class the model finds least likely for each image (Kurakin et al.'s "LL" target)."""
+    """The class the model finds least likely for each image (Kurakin et al.'s "LL" target):
+    ``argmin_c model(x)_c``, without gradients, in the model's current mode (the training mode
+    inside a training step; the benchmark's PGD_LL calls it in eval mode)."""
     return model(x).argmin(dim=1)
 
 
@@ -67,13 +69,21 @@ TARGET_SELECTION.add("least_likely", lambda model, x, y, n, g: least_likely_targ
                      description="the class the model finds least likely (Kurakin et al.)")
 
 
-def input_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def input_gradient(model, x: torch.Tensor, target: torch.Tensor, *, check_classes: bool = False) -> torch.Tensor:
     """``grad_x L(x, target)`` for hard (B,) or soft (B, N) targets, with the loss summed over the
     batch so that each sample's gradient does not depend on the batch size. Works inside
-    ``torch.no_grad()`` blocks too (gradients are enabled locally)."""
+    ``torch.no_grad()`` blocks too (gradients are enabled locally). Only the input gradient is
+    computed (``torch.autograd.grad``): no parameter's ``.grad`` is touched.
+
+    The one input gradient of the package: the training attacks here (eq. 2, 5) and the evaluation
+    attacks of :mod:`mtlat_edu.robustness.attacks` (PGD, MI-FGSM) take their steps along it. With
+    ``check_classes``, hard targets are first checked against the number of classes the logits
+    show (the number is known only after the forward pass)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = model(x)
+        if check_classes and target.dim() == 1:
+            check_labels(target, num_classes=logits.shape[1], batch=logits.shape[0], name="y")
         if target.dim() == 1:
             loss = F.cross_entropy(logits.float(), target, reduction="sum")
         else:

@@ -17,17 +17,22 @@ training set") and then evaluated on the attacked model.
 
 Every attack takes float NCHW images in [0, 1] (the models normalize inside, see
 :mod:`mtlat_edu.models`) and returns a tensor of the same shape in [0, 1]. During an attack the
-model is put in eval mode and each submodule's previous mode is restored afterwards; gradients are
-taken with ``torch.autograd.grad`` with respect to the input only, so no parameter ``.grad`` is
-touched and ``requires_grad`` flags are left as they are. Randomness (PGD's random start) comes
-from an optional ``torch.Generator``: the same seed gives the same adversarial images.
+model is put in eval mode and each submodule's previous mode is restored afterwards
+(:func:`mtlat_edu.core.modes.eval_mode`); gradients are taken with respect to the input only
+(:func:`mtlat_edu.paper.adversarial.input_gradient`), so no parameter ``.grad`` is touched and
+``requires_grad`` flags are left as they are. Randomness (PGD's random start) comes from an
+optional ``torch.Generator``: the same seed gives the same adversarial images. The accuracy under
+an attack is measured in :mod:`mtlat_edu.robustness.measure` (``attack_accuracy``).
+
+Imports: the evaluation attacks build on the paper's primitives (the input gradient and the
+least-likely target of :mod:`mtlat_edu.paper.adversarial`); ``robustness`` may import ``paper``,
+never the reverse.
 
 The choices the paper leaves open (step sizes, random start, the CW constant and learning rate,
 what CW returns where it fails) are explained in ``docs/attacks.md``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -36,28 +41,12 @@ import torch
 import torch.nn.functional as F
 
 from mtlat_edu.core.checks import check_int, check_labels, check_model_input, check_positive, check_range
+from mtlat_edu.core.modes import eval_mode
 from mtlat_edu.core.registry import Registry
+from mtlat_edu.paper.adversarial import input_gradient, least_likely_targets
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Run a block with ``model`` in eval mode and gradients enabled; restore every submodule's mode.
-
-    Each submodule's own ``training`` flag is restored (not just the top one), so a model with a
-    frozen, eval-mode part keeps it that way. Gradients are enabled so that an attack also works
-    when called under ``torch.no_grad()``.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _check_steps(steps, name: str = "steps") -> None:
@@ -96,18 +85,6 @@ def _uniform(x: torch.Tensor, low: float, high: float, generator: torch.Generato
     return low + (high - low) * u
 
 
-def _ce_gradient(model, x: torch.Tensor, y: torch.Tensor, check: bool = False) -> torch.Tensor:
-    """``grad_x CE(model(x), y)`` with the loss summed over the batch (each sample's gradient is
-    independent of the batch size); with ``check``, first validate ``y`` against the logits."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    if check:
-        _check_classes(y, logits)
-    loss = F.cross_entropy(logits.float(), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
-
-
 def _project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project onto the L-inf ball of radius ``eps`` around ``x``, then onto the image box [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
@@ -133,7 +110,7 @@ def _pgd(model, x, y, eps, steps, step_size, random_start, generator, sign: floa
         if random_start:
             x_adv = _project_linf(x_adv + _uniform(x, -eps, eps, generator), x, eps)
         for i in range(steps):
-            grad = _ce_gradient(model, x_adv, y, check=i == 0)
+            grad = input_gradient(model, x_adv, y, check_classes=i == 0)
             x_adv = _project_linf(x_adv + sign * step_size * grad.sign(), x, eps)
     return x_adv.detach()
 
@@ -154,13 +131,6 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float = 0.04, steps: int =
     return _pgd(model, x, y, eps, steps, step_size, random_start, generator, +1.0)
 
 
-def least_likely_class(model, x: torch.Tensor) -> torch.Tensor:
-    """The class each (clean) image is least likely to be according to ``model`` (Kurakin et al.)."""
-    check_model_input(x, model, "x")
-    with eval_mode(model), torch.no_grad():
-        return model(x).argmin(dim=1)
-
-
 def pgd_ll(model, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 0.04, steps: int = 10,
            step_size: float | None = None, random_start: bool = True,
            generator: torch.Generator | None = None) -> torch.Tensor:
@@ -168,14 +138,16 @@ def pgd_ll(model, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 0
     after Kurakin et al., "Adversarial examples in the physical world", ICLR 2017 workshop /
     "Adversarial machine learning at scale", ICLR 2017).
 
-    The target ``y_LL = argmin_c model(x)_c`` is computed once, on the clean images, and the attack
-    *descends* ``CE(model(x_k), y_LL)``:
+    The target ``y_LL = argmin_c model(x)_c`` is computed once, on the clean images and in eval mode
+    (:func:`mtlat_edu.paper.adversarial.least_likely_targets`), and the attack *descends*
+    ``CE(model(x_k), y_LL)``:
     ``x_{k+1} = Proj(x_k - step_size * sign(grad_x CE(model(x_k), y_LL)))``.
     Random start and step size as :func:`pgd`. ``y`` (the true labels) is not needed; it is accepted
     so that every attack has the same ``(model, x, y)`` call and, when given, only validated.
     """
     _check_batch(model, x, y)
-    target = least_likely_class(model, x)
+    with eval_mode(model):
+        target = least_likely_targets(model, x)
     return _pgd(model, x, target, eps, steps, step_size, random_start, generator, -1.0)
 
 
@@ -226,7 +198,7 @@ def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: 
     check_positive(lr, "lr")
     x = x.detach().clone()
     n = x.shape[0]
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():  # gradients also when called under torch.no_grad()
         w = _atanh_space(x).requires_grad_(True)
         optimizer = torch.optim.Adam([w], lr=lr)
         best = x.clone()
@@ -282,7 +254,7 @@ def mi_fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float = 0.04, steps: i
         x_adv = x.clone()
         g = torch.zeros_like(x)
         for i in range(steps):
-            grad = _ce_gradient(model, x_adv, y, check=i == 0)
+            grad = input_gradient(model, x_adv, y, check_classes=i == 0)
             l1 = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
             g = decay * g + grad / l1
             x_adv = _project_linf(x_adv + alpha * g.sign(), x, eps)
@@ -290,7 +262,7 @@ def mi_fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float = 0.04, steps: i
 
 
 # ---------------------------------------------------------------------------------------------
-# registry, runner, batched accuracy
+# registry and runner
 
 
 @dataclass(frozen=True)
@@ -359,38 +331,3 @@ def run_attack(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=Non
     if spec.randomized:
         kwargs["generator"] = generator
     return spec.fn(source, x, y, **kwargs)
-
-
-def _as_float_images(images: torch.Tensor) -> torch.Tensor:
-    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-        return images.float().div_(255)
-    return images
-
-
-def attack_accuracy(name: str, model, images: torch.Tensor, labels: torch.Tensor, surrogate=None,
-                    batch_size: int = 256, device=None, generator: torch.Generator | None = None) -> float:
-    """Accuracy of ``model`` on the images attacked with ``name`` (section 4.1), computed in batches.
-
-    ``images`` are uint8 NCHW (0..255) or float NCHW in [0, 1]; each batch is converted and moved to
-    ``device`` (default: the device of ``model``'s parameters). The robustness score of the paper
-    (section 5.1) is this accuracy divided by the clean accuracy.
-    """
-    get_attack(name)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images: expected a uint8 or float NCHW tensor, got {getattr(images, 'shape', images)!r}")
-    check_labels(labels, None, images.shape[0], "labels")  # float labels refused, not truncated
-    if images.shape[0] == 0:
-        raise ValueError("images: the set is empty")
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else images.device
-    correct = 0
-    for start in range(0, images.shape[0], batch_size):
-        x = _as_float_images(images[start:start + batch_size].to(device))
-        y = labels[start:start + batch_size].to(device).long()
-        x_adv = run_attack(name, model, x, y, surrogate=surrogate, generator=generator)
-        with eval_mode(model), torch.no_grad():
-            correct += (model(x_adv).argmax(dim=1) == y).sum().item()
-    return correct / images.shape[0]

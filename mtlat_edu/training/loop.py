@@ -19,7 +19,7 @@ measured on shards of the test set and summed.
 (section 4.1: eps 0.04, 10 iterations; ``track_attacks`` adds PGD_LL or CW_2) on a fixed
 class-balanced subset of N test images, chosen with the run seed (and,
 with ``track_corruption``, under one corruption at severity 3), with the benchmark's own
-measuring code (:func:`mtlat_edu.benchmark.suite.measure_cell`): the history then shows
+measuring code (:func:`mtlat_edu.robustness.measure.measure_cell`): the history then shows
 robustness appear during training (or FGSM training's catastrophic overfitting).
 """
 from __future__ import annotations
@@ -34,49 +34,29 @@ from tqdm.auto import tqdm
 
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
-from mtlat_edu.core.checks import check_int, check_nchw, model_channels
+from mtlat_edu.core.checks import check_int
 from mtlat_edu.data import AUGMENTATIONS, FileImageData, ImageData, batches as make_batches, load_dataset
 from mtlat_edu.models import build_model
 from mtlat_edu.paper.methods import ADVERSARIAL, get_method
+from mtlat_edu.robustness.measure import CLEAN, accuracy, measure_cell
 from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state, plain,
                                             save_model)
 from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, lr_factor
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
              amp: bool = True, fast: bool | None = None, workers: int = 4) -> float:
-    """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data``, in eval mode, batched.
-
-    bf16 autocast (``amp``) is used where the fast path is on (``fast``; default: on CUDA). Under
-    torchrun each rank counts a contiguous share of the images and the counts are summed, so the
-    accuracy is the single-process one. ``workers``: decoding processes for a :class:`FileImageData`.
+    """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data`` at the end of an epoch: the
+    package's one accuracy count (:func:`mtlat_edu.robustness.measure.accuracy`: eval mode, the
+    modes restored, batched, sharded under torchrun) with the training's fast-path rule for bf16
+    autocast: ``amp`` where the fast path is on (``fast``; default: on CUDA).
+    ``workers``: decoding processes for a :class:`FileImageData`.
     """
     if not isinstance(data, (ImageData, FileImageData)):
         raise ValueError(f"data: expected an ImageData or FileImageData (data.load_dataset), got {type(data).__name__}")
-    check_int(batch_size, "batch_size")
-    if isinstance(data, ImageData):
-        check_nchw(data.images, "data.images", model_channels(model))
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
     use_amp = amp and (device.type == "cuda" if fast is None else fast)
-    n, r, w = len(data), D.rank(), D.world_size()
-    for x, y in make_batches(_part(data, n * r // w, n * (r + 1) // w), batch_size, device, workers=workers):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            correct += (model(x).argmax(1) == y).sum()
-    model.train(was_training)
-    return D.all_reduce_sum(correct).item() / n
-
-
-def _part(data, lo: int, hi: int):
-    """Images ``lo:hi`` of an :class:`ImageData` or :class:`FileImageData` (a rank's share)."""
-    if lo == 0 and hi == len(data):
-        return data
-    if isinstance(data, FileImageData):
-        return dataclasses.replace(data, samples=data.samples[lo:hi])
-    return ImageData(data.images[lo:hi], data.labels[lo:hi], data.classes, data.name)
+    return accuracy(model, data, batch_size=batch_size, device=device, amp=use_amp, workers=workers)
 
 
 def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig", device) -> dict:
@@ -85,18 +65,15 @@ def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig"
     under the corruption, of ``model`` on ``data``, the fixed tracked subset.
 
     Measured exactly as ``mtlat-edu evaluate`` measures a cell
-    (:func:`mtlat_edu.benchmark.suite.measure_cell`: float32, eval mode, benchmark seed
-    ``cfg.seed``, batch ``cfg.eval_batch_size``), so an evaluation of the saved model with those
-    settings on the same images gives the same numbers. No training random stream is touched.
+    (:func:`mtlat_edu.robustness.measure.measure_cell`: float32, eval mode with the modes restored,
+    benchmark seed ``cfg.seed``, batch ``cfg.eval_batch_size``), so an evaluation of the saved model
+    with those settings on the same images gives the same numbers. No training random stream is touched.
     """
-    from mtlat_edu.robustness.attacks import eval_mode
-    from mtlat_edu.benchmark.suite import measure_cell
-    cells = [("tracked_clean_acc", "clean", 0)] + [(f"tracked_{a}_acc", a, 0) for a in cfg.track_attacks]
+    cells = [("tracked_clean_acc", CLEAN, 0)] + [(f"tracked_{a}_acc", a, 0) for a in cfg.track_attacks]
     if cfg.track_corruption:
         cells.append(("tracked_corruption_acc", cfg.track_corruption, TRACK_SEVERITY))
-    with eval_mode(model):
-        record = {key: measure_cell(model, data, pert, sev, seed=cfg.seed, batch_size=cfg.eval_batch_size,
-                                    device=device) / len(data) for key, pert, sev in cells}
+    record = {key: measure_cell(model, data, pert, sev, seed=cfg.seed, batch_size=cfg.eval_batch_size,
+                                device=device) / len(data) for key, pert, sev in cells}
     return {"tracked_images": len(data), **record}
 
 
