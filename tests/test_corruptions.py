@@ -192,6 +192,34 @@ def test_bad_inputs_raise_clear_errors():
             CORRUPTIONS[name](x, 7)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_range_checked_in_the_8bit_conversion_refuses_every_bad_value(dtype):
+    """Pixelate, JPEG and shot noise check the [0, 1] range inside their 8-bit conversion
+    (``255 x`` of every cache-sized chunk in [0, 255]): the check must see every chunk and be
+    exact at the edges, with the same message as the other corruptions."""
+    tiny = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # the smallest positive (subnormal) value
+    above = torch.nextafter(torch.tensor(1.0, dtype=dtype), torch.tensor(2.0, dtype=dtype)).item()
+    for size in (32, 224):  # one chunk, several chunks (the bad value in the last image)
+        x = torch.rand(5, 3, size, size, generator=gen(3), dtype=dtype)
+        for bad in (float("nan"), -tiny, above, float("inf"), -1.0):
+            y = x.clone()
+            y[-1, 2, size - 1, size - 2] = bad
+            for name in ("pixelate", "jpeg_compression", "shot_noise"):
+                with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+                    corrupt(y, name, 3, gen(0))
+        edge = x.clone()
+        edge[0, 0, 0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)
+        for name in ("pixelate", "jpeg_compression", "shot_noise"):  # 0 and 1 themselves are fine
+            assert corrupt(edge, name, 3, gen(0)).shape == edge.shape
+    bad8 = (torch.randint(0, 256, (2, 3, 32, 32), generator=gen(4)).to(dtype) / 255)
+    bad8[1, 1, 5, 5] = float("nan")  # on the 8-bit grid except one NaN: shot noise's grid test sees it
+    with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+        corrupt(bad8, "shot_noise", 3, gen(0))
+    for name in ALL:  # and every other corruption, through its wrapper
+        with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+            corrupt(torch.full((1, 3, 32, 32), float("nan"), dtype=dtype), name, 3)
+
 # ------------------------------------------------------------------ tables, continuous severity
 def test_table_choice_and_override():
     x32 = to_tensor([photo("coffee", 32)])
@@ -397,6 +425,44 @@ def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
             ref = np.array(img.resize((sw, sh), Image.BOX).resize((40, 33), Image.BOX))
             assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), ref), (c, i)
 
+
+
+def test_pixelate_cpu_path_equals_pillow_per_image():
+    """The CPU path (8-bit conversion into Pillow's band layout, Pillow's downscale as four
+    bands of one "RGBX" image, the upscale gathered straight into the float output) against
+    PIL image by image, for plane counts that are and are not multiples of 4, in both float
+    dtypes; and the pieces against the 8-bit reference path."""
+    from mtlat_edu.corruptions.digital import box_upsample_into, pillow_box_down, pillow_pixelate
+
+    for n, h, w, dtype in ((1, 33, 40, torch.float32), (3, 32, 32, torch.float64), (4, 224, 224, torch.float32)):
+        x8 = torch.randint(0, 256, (n, 3, h, w), generator=gen(n), dtype=torch.uint8)
+        x = x8.to(dtype) / 255
+        for severity, table in ((1, "cifar"), (5, "cifar"), (3, "imagenet")):
+            c = (CIFAR if table == "cifar" else IMAGENET)["pixelate"][severity - 1][0]
+            sh, sw = int(h * c), int(w * c)
+            y = corrupt(x, "pixelate", severity, table=table)
+            assert y.dtype == dtype
+            for i in range(n):
+                img = Image.fromarray(x8[i].permute(1, 2, 0).numpy())
+                ref = np.array(img.resize((sw, sh), Image.BOX).resize((w, h), Image.BOX))
+                assert torch.equal(y[i], torch.from_numpy(ref).permute(2, 0, 1).to(dtype) / 255), (n, severity, i)
+            small = pillow_box_down(x8, sh, sw)
+            assert small.shape == (n * 3, sh, sw)
+            out = torch.empty(n, 3, h, w, dtype=dtype)
+            assert box_upsample_into(out, small) is out
+            assert torch.equal(out, pillow_pixelate(x8, sh, sw).to(dtype) / 255)
+
+
+def test_8bit_conversion_in_hwc_order_equals_torch():
+    """JPEG's conversion writes the levels straight in NHWC order (CPU: NumPy, strided writes;
+    elsewhere and for strided input: torch); same levels as ``round(255 x)``, permuted."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.rand(30, 3, 17, 19, generator=gen(14), dtype=dtype)
+        x[0, :, 0, :3] = torch.tensor([0.0, 1.0, 0.5 / 255], dtype=dtype)
+        levels = torch.mul(x, 255.0).round_().to(torch.uint8)
+        for t, ref in ((x, levels), (x[:, :, :, 2:9], levels[:, :, :, 2:9])):
+            hwc = _ops.to_uint8_hwc(t, check=True)
+            assert hwc.is_contiguous() and torch.equal(hwc, ref.permute(0, 2, 3, 1)), dtype
 
 def test_uint8_conversions_by_numpy_equal_torch():
     """On the CPU the 8-bit conversions go through NumPy; they must give torch's own levels and
