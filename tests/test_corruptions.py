@@ -411,6 +411,19 @@ def test_clipped_zoom_is_bilinear_align_corners_on_the_centre_crop():
         assert torch.allclose(rows @ x @ cols_t, expected, atol=1e-5), z
 
 
+
+def test_small_zoom_blur_is_the_mean_of_the_clipped_zooms():
+    """Images up to 64 px: every plane's rows side by side, two plain matrix products per zoom;
+    the result is the reference's ``(x + sum_z clipped_zoom(x, z)) / (len(zooms) + 1)``."""
+    from mtlat_edu.corruptions.blur import zoom_factors
+
+    x = torch.rand(5, 3, 20, 28, generator=gen(15))
+    for severity in (1, 5):
+        stop, step = CIFAR["zoom_blur"][severity - 1]
+        zooms = zoom_factors(stop, step)
+        expected = (x + sum(_ops.clipped_zoom(x, float(z)) for z in zooms)) / (len(zooms) + 1)
+        assert torch.allclose(corrupt(x, "zoom_blur", severity, table="cifar"), expected.clamp(0, 1), atol=1e-6)
+
 def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
     from mtlat_edu.corruptions.digital import pillow_box_resize, pillow_pixelate
 
