@@ -57,7 +57,7 @@ def poisson(rates: torch.Tensor, generator) -> torch.Tensor:
     return torch.poisson(rates.to(d), generator=generator).to(rates.device)
 
 
-POISSON_CHUNK = 1 << 15  # elements per chunk of the table sampler (float64 draws: 256 KiB)
+POISSON_CHUNK = 1 << 16  # elements per chunk of the table sampler (float64 draws: 512 KiB; 1.04-1.06x over 256 KiB)
 
 
 @functools.lru_cache(maxsize=64)
@@ -165,15 +165,16 @@ def poisson_8bit(levels: torch.Tensor, c: float, generator) -> torch.Tensor:
     out = torch.empty(flat.shape, dtype=torch.float32, device=dev)
     for a in range(0, flat.numel(), POISSON_CHUNK):
         j = flat[a : a + POISSON_CHUNK].long()
+        row = j.mul_(k_max)  # start of each value's CDF row (g = 2 k_max: its guide row starts at 2 row)
         u = rand(j.shape, generator, dev, torch.float64)
-        idx = guide.index_select(0, (u * g).long().add_(j * g))  # (index_select: 2x faster than take)
+        idx = guide.index_select(0, (u * g).long().add_(row).add_(row))  # (index_select: 2x faster than take)
         idx += cdf.index_select(0, idx) <= u
         left = (cdf.index_select(0, idx) <= u).nonzero().view(-1)
         if left.numel():
-            rows = j[left]
-            found = torch.searchsorted(cdf.view(256, k_max)[rows], u[left, None], right=True).view(-1)
-            idx[left] = found + rows * k_max
-        out[a : a + POISSON_CHUNK] = idx.sub_(j * k_max)
+            starts = row[left]
+            found = torch.searchsorted(cdf.view(256, k_max)[starts // k_max], u[left, None], right=True).view(-1)
+            idx[left] = found + starts
+        out[a : a + POISSON_CHUNK] = idx.sub_(row)
     return out.view(levels.shape)
 
 
