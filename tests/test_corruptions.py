@@ -424,6 +424,22 @@ def test_small_zoom_blur_is_the_mean_of_the_clipped_zooms():
         expected = (x + sum(_ops.clipped_zoom(x, float(z)) for z in zooms)) / (len(zooms) + 1)
         assert torch.allclose(corrupt(x, "zoom_blur", severity, table="cifar"), expected.clamp(0, 1), atol=1e-6)
 
+
+def test_bilinear_sample_in_place_equals_the_copying_path():
+    """Elastic's resamplings turn their own coordinate tensors into the grid in place: same
+    samples as the copying path, whose inputs stay untouched; an integer grid returns pixels."""
+    x = torch.rand(2, 3, 9, 11, generator=gen(16))
+    ys = torch.rand(2, 9, 11, generator=gen(17), dtype=torch.float64) * 12 - 1.5
+    xs = torch.rand(2, 9, 11, generator=gen(18), dtype=torch.float64) * 14 - 1.5
+    for mode in ("reflect", "mirror", "nearest"):
+        ys0, xs0 = ys.clone(), xs.clone()
+        copied = _ops.bilinear_sample(x, ys, xs, mode)
+        assert torch.equal(ys, ys0) and torch.equal(xs, xs0)
+        assert torch.equal(_ops.bilinear_sample(x, ys0, xs0, mode, overwrite=True), copied), mode
+    yy, xx = torch.meshgrid(torch.arange(9.0, dtype=torch.float64), torch.arange(11.0, dtype=torch.float64), indexing="ij")
+    same = _ops.bilinear_sample(x, yy.expand(2, 9, 11).clone(), xx.expand(2, 9, 11).clone(), "reflect", overwrite=True)
+    assert torch.allclose(same, x, atol=1e-6)
+
 def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
     from mtlat_edu.corruptions.digital import pillow_box_resize, pillow_pixelate
 

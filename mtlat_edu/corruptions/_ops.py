@@ -533,7 +533,7 @@ def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
+def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str, overwrite: bool = False) -> torch.Tensor:
     """Sample ``x`` (N,C,H,W) bilinearly at pixel coordinates ``ys``, ``xs`` (N,Ho,Wo).
 
     Out-of-range *taps* follow ``mode`` as in SciPy ``map_coordinates(order=1, mode=...)`` and
@@ -541,16 +541,20 @@ def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     half-sample symmetrically ('reflect') is symmetric about -0.5 and n-0.5, and whole-sample
     symmetrically ('mirror', BORDER_REFLECT_101) about 0 and n-1, so both equal
     ``grid_sample(padding_mode='reflection')`` with ``align_corners`` False resp. True;
-    'nearest' (edge taps) equals ``padding_mode='border'``.
+    'nearest' (edge taps) equals ``padding_mode='border'``.  ``overwrite``: ``ys`` and ``xs`` are
+    the caller's scratch, turned into grid coordinates in place (the same operations in the same
+    order, so the same values; no new tensors).
     """
     n, c, h, w = x.shape
-    if mode == "reflect":
-        gx, gy, align, pm = (2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1, False, "reflection"
-    elif mode in ("mirror", "nearest"):
-        gx, gy = 2 * xs / max(w - 1, 1) - 1, 2 * ys / max(h - 1, 1) - 1
-        align, pm = True, ("reflection" if mode == "mirror" else "border")
-    else:
+    if mode not in ("reflect", "mirror", "nearest"):
         raise ValueError(f"mode: expected 'reflect', 'mirror' or 'nearest', got {mode!r}")
+    if not overwrite:
+        xs, ys = xs * 1, ys * 1  # (copies, so that the steps below can work in place)
+    if mode == "reflect":
+        gx, gy, align, pm = xs.mul_(2).add_(1).div_(w).sub_(1), ys.mul_(2).add_(1).div_(h).sub_(1), False, "reflection"
+    else:
+        gx, gy = xs.mul_(2).div_(max(w - 1, 1)).sub_(1), ys.mul_(2).div_(max(h - 1, 1)).sub_(1)
+        align, pm = True, ("reflection" if mode == "mirror" else "border")
     grid = torch.empty(gx.shape + (2,), dtype=x.dtype, device=x.device)
     grid[..., 0] = gx
     grid[..., 1] = gy

@@ -64,12 +64,13 @@ def elastic_transform(x, params, generator, table):
     )
 
     def one(chunk, inv, noise_x, noise_y):  # per cache-sized chunk of images, after all the draws
-        sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
-        sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
-        warped = _ops.bilinear_sample(chunk, sy, sx, "mirror")
-        dx = (_ops.gaussian_blur(noise_x, c1, 3.0, "reflect") * c0).to(torch.float64)
-        dy = (_ops.gaussian_blur(noise_y, c1, 3.0, "reflect") * c0).to(torch.float64)
-        return _ops.bilinear_sample(warped, yy + dy, xx + dx, "reflect")
+        # (a x + b y) + c and y + d, each step in place on one new tensor: the same values
+        sx = (inv[:, 0, 0, None, None] * xx).add_(inv[:, 0, 1, None, None] * yy).add_(inv[:, 0, 2, None, None])
+        sy = (inv[:, 1, 0, None, None] * xx).add_(inv[:, 1, 1, None, None] * yy).add_(inv[:, 1, 2, None, None])
+        warped = _ops.bilinear_sample(chunk, sy, sx, "mirror", overwrite=True)
+        dx = _ops.gaussian_blur(noise_x, c1, 3.0, "reflect").mul_(c0).to(torch.float64).add_(xx)
+        dy = _ops.gaussian_blur(noise_y, c1, 3.0, "reflect").mul_(c0).to(torch.float64).add_(yy)
+        return _ops.bilinear_sample(warped, dy, dx, "reflect", overwrite=True)
 
     return _ops.map_chunks(one, x, inv, noise_x, noise_y, budget=ELASTIC_CHUNK_BYTES)
 
