@@ -68,7 +68,7 @@ def poisson_tables(c: float):
     Returns ``cdf`` (256 * K,), row ``j`` holding ``P(X <= k)`` for ``k < K`` with the last entry
     set to 2 (above every uniform draw; the cut-off ``K = c + 12 sqrt(c) + 30`` leaves a tail
     below 1e-30), and ``guide`` (256 * G,), ``G = 2K``: for bucket ``b`` of row ``j`` the flat
-    index ``j K + min{k : P(X <= k) > b / G}`` (a guide table, Chen & Asau 1974)."""
+    index ``j K + min{k : P(X <= k) > b / G}`` (a guide table, Chen & Asau 1974), as int32."""
     lam = torch.arange(256, dtype=torch.float64) / 255.0 * c
     k_max = int(math.ceil(c + 12.0 * math.sqrt(c) + 30.0))
     k = torch.arange(k_max, dtype=torch.float64)
@@ -79,7 +79,8 @@ def poisson_tables(c: float):
     g = 2 * k_max
     edges = (torch.arange(g, dtype=torch.float64) / g).expand(256, g).contiguous()
     guide = torch.searchsorted(cdf, edges, right=True) + torch.arange(256)[:, None] * k_max
-    return cdf.reshape(-1), guide.reshape(-1), k_max, g
+    assert 256 * k_max < 2**31  # flat indices fit int32 (half the memory traffic of int64)
+    return cdf.reshape(-1), guide.reshape(-1).to(torch.int32), k_max, g
 
 
 def levels_8bit(x: torch.Tensor, tol: float = 1e-4, check: bool = False) -> torch.Tensor | None:
@@ -164,16 +165,17 @@ def poisson_8bit(levels: torch.Tensor, c: float, generator) -> torch.Tensor:
     flat = levels.reshape(-1)
     out = torch.empty(flat.shape, dtype=torch.float32, device=dev)
     for a in range(0, flat.numel(), POISSON_CHUNK):
-        j = flat[a : a + POISSON_CHUNK].long()
-        row = j.mul_(k_max)  # start of each value's CDF row (g = 2 k_max: its guide row starts at 2 row)
-        u = rand(j.shape, generator, dev, torch.float64)
-        idx = guide.index_select(0, (u * g).long().add_(row).add_(row))  # (index_select: 2x faster than take)
+        # int32 indices throughout (1.28x faster than int64 at 32 and 224 px; the same indices)
+        row = flat[a : a + POISSON_CHUNK].to(torch.int32).mul_(k_max)  # each value's CDF row start
+        u = rand(row.shape, generator, dev, torch.float64)
+        # (g = 2 k_max: the guide row starts at 2 row; index_select: 2x faster than take)
+        idx = guide.index_select(0, (u * g).to(torch.int32).add_(row).add_(row))
         idx += cdf.index_select(0, idx) <= u
         left = (cdf.index_select(0, idx) <= u).nonzero().view(-1)
         if left.numel():
             starts = row[left]
             found = torch.searchsorted(cdf.view(256, k_max)[starts // k_max], u[left, None], right=True).view(-1)
-            idx[left] = found + starts
+            idx[left] = (found + starts).to(torch.int32)
         out[a : a + POISSON_CHUNK] = idx.sub_(row)
     return out.view(levels.shape)
 
