@@ -423,6 +423,12 @@ def test_small_zoom_blur_is_the_mean_of_the_clipped_zooms():
         zooms = zoom_factors(stop, step)
         expected = (x + sum(_ops.clipped_zoom(x, float(z)) for z in zooms)) / (len(zooms) + 1)
         assert torch.allclose(corrupt(x, "zoom_blur", severity, table="cifar"), expected.clamp(0, 1), atol=1e-6)
+    for h, z in ((20, 1.06), (32, 1.25), (64, 1.11)):  # the banded row blocks hold the whole row map
+        rows = _ops.zoom_matrices(h, h, z, torch.float32, torch.device("cpu"))[0]
+        assembled = torch.zeros_like(rows)
+        for r0, r1, s0, s1, block in _ops.zoom_row_blocks(h, z, torch.float32, torch.device("cpu")):
+            assembled[r0:r1, s0:s1] = block
+        assert torch.equal(assembled, rows), (h, z)
 
 
 def test_bilinear_sample_in_place_equals_the_copying_path():

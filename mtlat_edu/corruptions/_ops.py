@@ -510,6 +510,26 @@ def zoom_matrices(h: int, w: int, z: float, dtype: torch.dtype, device: torch.de
     return _zoom_taps_cpu(h, z)[3].to(device, dtype), _zoom_taps_cpu(w, z)[3].T.contiguous().to(device, dtype)
 
 
+ZOOM_ROW_BLOCK = 16  # output rows per block of the banded row map (small images)
+
+
+@functools.lru_cache(maxsize=512)
+def zoom_row_blocks(h: int, z: float, dtype: torch.dtype, device: torch.device):
+    """The row map of ``clipped_zoom`` by ``z`` (the ``R`` of :func:`zoom_matrices`) as blocks
+    ``(first output, end output, first source, end source, block)`` of :data:`ZOOM_ROW_BLOCK`
+    output rows: the map is banded (two sources per row), so each block needs only the few
+    source rows between its first and last source.  ``block @ x[first:end]`` sums the same
+    non-zero terms in the same order as the dense product (the zeros left out add nothing)."""
+    mat = _zoom_taps_cpu(h, z)[3]
+    blocks = []
+    for b0 in range(0, h, ZOOM_ROW_BLOCK):
+        sub = mat[b0 : b0 + ZOOM_ROW_BLOCK]
+        used = sub.abs().sum(0).nonzero().view(-1)
+        s, e = int(used.min()), int(used.max()) + 1
+        blocks.append((b0, b0 + sub.shape[0], s, e, sub[:, s:e].contiguous().to(device, dtype)))
+    return tuple(blocks)
+
+
 def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     """Zoom into the centre of every image by ``z`` >= 1 keeping the size (reference
     ``clipped_zoom``): ``scipy.ndimage.zoom(order=1)`` maps output pixel ``o`` to input
