@@ -424,13 +424,16 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     change[1:] = (oy[1:] != oy[:-1]) | (ox[1:] != ox[:-1])
     oy_l, ox_l, weights = oy.tolist(), ox.tolist(), k.tolist()
     starts = [change[:, i].nonzero().flatten().tolist() + [n] for i in range(k.numel())]
-    xs = x.index_select(0, order.to(x.device))
+    order_dev = order.to(x.device)
     out = torch.empty_like(x)
     step = chunk_size(x)
+    scratch = torch.empty_like(x[:step])
     for c0 in range(0, n, step):
         c1 = min(n, c0 + step)
-        src = F.pad(xs[c0:c1], (left, right, top, bottom), mode="replicate")  # = pad(..., "nearest")
-        acc = out[c0:c1]
+        # this chunk of the sorted images, edge-padded, and its result, both cache-sized scratch;
+        # the result goes to the images' own places (no sorted copy of the whole batch)
+        src = F.pad(x.index_select(0, order_dev[c0:c1]), (left, right, top, bottom), mode="replicate")
+        acc = scratch[: c1 - c0]
         acc.copy_(src[..., top : top + h, left : left + w]).mul_(weights[0])  # tap 0: offset (0, 0)
         for i in range(1, len(weights)):
             s = starts[i]
@@ -443,7 +446,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
                     src[a - c0 : b - c0, :, top + dy : top + dy + h, left + dx : left + dx + w], alpha=weights[i]
                 )
                 a, j = b, j + 1
-    return torch.empty_like(out).index_copy_(0, order.to(x.device), out)
+        out.index_copy_(0, order_dev[c0:c1], acc)
+    return out
 
 
 def imagemagick_to_uint8(x255: torch.Tensor) -> torch.Tensor:
