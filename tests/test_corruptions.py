@@ -377,6 +377,9 @@ def test_motion_blur_batch_equals_images_one_by_one_and_the_shifted_sum():
             cols = np.clip(np.arange(23) + int(ox[0, t]), 0, 22)
             expected += float(k[t]) * img[:, rows][:, :, cols]
         assert np.abs(batch[i].double().numpy() - expected).max() < 1e-3
+    unit = torch.rand(9, 2, 20, 23, generator=gen(5))  # levels taken per chunk = levels taken first
+    assert torch.equal(_ops.motion_blur(unit, 6, 2.5, angles, levels=True),
+                       _ops.motion_blur(_ops.to_uint8_levels(unit), 6, 2.5, angles))
 
 
 def test_defocus_kernel_and_direct_filter_match_the_reference_disk():

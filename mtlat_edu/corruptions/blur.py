@@ -162,7 +162,7 @@ def motion_blur(x, params, generator, table):
     port of its kernel (``_ops.motion_blur``); see docs/corruptions.md for the measured gap."""
     radius, sigma = params
     angles = _ops.uniform(-45.0, 45.0, (x.shape[0],), generator, x.device)
-    out = _ops.motion_blur(_ops.to_uint8_levels(x), radius, sigma, angles)
+    out = _ops.motion_blur(x, radius, sigma, angles, levels=True)  # (the 8-bit levels, taken per chunk)
     return _ops.imagemagick_to_uint8(out) / 255.0
 
 
