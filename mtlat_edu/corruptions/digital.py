@@ -170,7 +170,8 @@ def _box_down_rgbx(planes: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
         im = im.resize((out_w, g * h), Image.BOX)
     a = np.ascontiguousarray(np.asarray(im).reshape(g, h, out_w * 4).transpose(1, 0, 2))  # (h, G, out_w * 4)
     if out_h != h:
-        a = np.asarray(Image.frombuffer("RGBX", (g * out_w, h), a, "raw", "RGBX", 0, 1).resize((g * out_w, out_h), Image.BOX))
+        side_by_side = Image.frombuffer("RGBX", (g * out_w, h), a, "raw", "RGBX", 0, 1)
+        a = np.asarray(side_by_side.resize((g * out_w, out_h), Image.BOX))
     return a.reshape(out_h, g, out_w, 4)
 
 
