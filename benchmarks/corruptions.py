@@ -175,7 +175,7 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
     from torchvision.io import decode_jpeg, encode_jpeg
 
     from mtlat_edu.robustness.corruptions import _ops
-    from mtlat_edu.robustness.corruptions.digital import pillow_pixelate
+    from mtlat_edu.robustness.corruptions.digital import box_upsample_into, pillow_box_down, pillow_pixelate
 
     table = "cifar" if size <= 64 else "imagenet"
     imgs = (cifar_images(n) if size == 32 else None)
@@ -188,6 +188,15 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
     x8 = _ops.to_uint8(x)
     small = int(size * (0.85 if table == "cifar" else 0.4))
     quality = 58 if table == "cifar" else 15
+    hwc_views = [t.permute(2, 0, 1) for t in _ops.to_uint8_hwc(x).unbind(0)]
+    encoded = encode_jpeg(hwc_views, quality=quality)
+    decoded = decode_jpeg(encoded)
+    small8 = pillow_box_down(x8, small, small)
+
+    def decoded_to_float():
+        o = torch.empty_like(x).numpy()
+        for i, image in enumerate(decoded):
+            np.divide(image.numpy(), np.float32(255.0), out=o[i])
 
     def whole(name):
         return _median_time(lambda: corrupt(x, name, 3, torch.Generator().manual_seed(0)), rounds)
@@ -206,9 +215,16 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
         "torch.poisson(x * c) (c of severity 3)": lambda: torch.poisson(x * rate, generator=g),
         "one elementwise op into a fresh tensor (x * 2)": lambda: x * 2,
         "one elementwise op into an existing tensor": lambda: torch.mul(x, 2, out=buf),
+        "8-bit conversion with the range check, NCHW": lambda: _ops.to_uint8(x, check=True),
+        "8-bit conversion with the range check, NHWC": lambda: _ops.to_uint8_hwc(x, check=True),
         "libjpeg encode + decode of the batch (torchvision)": lambda: decode_jpeg(encode_jpeg(list(x8.unbind(0)), quality=quality)),
+        "libjpeg encode of NHWC-backed images (torchvision)": lambda: encode_jpeg(hwc_views, quality=quality),
+        "libjpeg decode of the batch (torchvision)": lambda: decode_jpeg(encoded),
+        "decoded JPEG images to the float output": decoded_to_float,
         "PIL JPEG save + open, image by image": pil_jpeg,
         "Pillow BOX resizes of the batch (uint8 in and out)": lambda: pillow_pixelate(x8, small, small),
+        "Pillow BOX downscale of the batch (RGBX bands)": lambda: pillow_box_down(x8, small, small),
+        "upscale of the small images into the float output": lambda: box_upsample_into(torch.empty_like(x), small8),
     }
     rows = [(label, _median_time(fn, rounds)) for label, fn in ingredients.items()]
     rows += [(f"whole corruption: {name}", whole(name)) for name in ("impulse_noise", "shot_noise", "jpeg_compression", "pixelate")]

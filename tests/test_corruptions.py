@@ -200,6 +200,34 @@ def test_bad_inputs_raise_clear_errors():
             CORRUPTIONS[name](x, 7)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_range_checked_in_the_8bit_conversion_refuses_every_bad_value(dtype):
+    """Pixelate, JPEG and shot noise check the [0, 1] range inside their 8-bit conversion
+    (``255 x`` of every cache-sized chunk in [0, 255]): the check must see every chunk and be
+    exact at the edges, with the same message as the other corruptions."""
+    tiny = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # the smallest positive (subnormal) value
+    above = torch.nextafter(torch.tensor(1.0, dtype=dtype), torch.tensor(2.0, dtype=dtype)).item()
+    for size in (32, 224):  # one chunk, several chunks (the bad value in the last image)
+        x = torch.rand(5, 3, size, size, generator=gen(3), dtype=dtype)
+        for bad in (float("nan"), -tiny, above, float("inf"), -1.0):
+            y = x.clone()
+            y[-1, 2, size - 1, size - 2] = bad
+            for name in ("pixelate", "jpeg_compression", "shot_noise"):
+                with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+                    corrupt(y, name, 3, gen(0))
+        edge = x.clone()
+        edge[0, 0, 0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)
+        for name in ("pixelate", "jpeg_compression", "shot_noise"):  # 0 and 1 themselves are fine
+            assert corrupt(edge, name, 3, gen(0)).shape == edge.shape
+    bad8 = (torch.randint(0, 256, (2, 3, 32, 32), generator=gen(4)).to(dtype) / 255)
+    bad8[1, 1, 5, 5] = float("nan")  # on the 8-bit grid except one NaN: shot noise's grid test sees it
+    with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+        corrupt(bad8, "shot_noise", 3, gen(0))
+    for name in ALL:  # and every other corruption, through its wrapper
+        with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
+            corrupt(torch.full((1, 3, 32, 32), float("nan"), dtype=dtype), name, 3)
+
 # ------------------------------------------------------------------ tables, continuous severity
 def test_table_choice_and_override():
     x32 = to_tensor([photo("coffee", 32)])
@@ -357,6 +385,9 @@ def test_motion_blur_batch_equals_images_one_by_one_and_the_shifted_sum():
             cols = np.clip(np.arange(23) + int(ox[0, t]), 0, 22)
             expected += float(k[t]) * img[:, rows][:, :, cols]
         assert np.abs(batch[i].double().numpy() - expected).max() < 1e-3
+    unit = torch.rand(9, 2, 20, 23, generator=gen(5))  # levels taken per chunk = levels taken first
+    assert torch.equal(_ops.motion_blur(unit, 6, 2.5, angles, levels=True),
+                       _ops.motion_blur(_ops.to_uint8_levels(unit), 6, 2.5, angles))
 
 
 def test_defocus_kernel_and_direct_filter_match_the_reference_disk():
@@ -391,6 +422,41 @@ def test_clipped_zoom_is_bilinear_align_corners_on_the_centre_crop():
         assert torch.allclose(rows @ x @ cols_t, expected, atol=1e-5), z
 
 
+
+def test_small_zoom_blur_is_the_mean_of_the_clipped_zooms():
+    """Images up to 64 px: every plane's rows side by side, two plain matrix products per zoom;
+    the result is the reference's ``(x + sum_z clipped_zoom(x, z)) / (len(zooms) + 1)``."""
+    from mtlat_edu.robustness.corruptions.blur import zoom_factors
+
+    x = torch.rand(5, 3, 20, 28, generator=gen(15))
+    for severity in (1, 5):
+        stop, step = CIFAR["zoom_blur"][severity - 1]
+        zooms = zoom_factors(stop, step)
+        expected = (x + sum(_ops.clipped_zoom(x, float(z)) for z in zooms)) / (len(zooms) + 1)
+        assert torch.allclose(corrupt(x, "zoom_blur", severity, table="cifar"), expected.clamp(0, 1), atol=1e-6)
+    for h, z in ((20, 1.06), (32, 1.25), (64, 1.11)):  # the banded row blocks hold the whole row map
+        rows = _ops.zoom_matrices(h, h, z, torch.float32, torch.device("cpu"))[0]
+        assembled = torch.zeros_like(rows)
+        for r0, r1, s0, s1, block in _ops.zoom_row_blocks(h, z, torch.float32, torch.device("cpu")):
+            assembled[r0:r1, s0:s1] = block
+        assert torch.equal(assembled, rows), (h, z)
+
+
+def test_bilinear_sample_in_place_equals_the_copying_path():
+    """Elastic's resamplings turn their own coordinate tensors into the grid in place: same
+    samples as the copying path, whose inputs stay untouched; an integer grid returns pixels."""
+    x = torch.rand(2, 3, 9, 11, generator=gen(16))
+    ys = torch.rand(2, 9, 11, generator=gen(17), dtype=torch.float64) * 12 - 1.5
+    xs = torch.rand(2, 9, 11, generator=gen(18), dtype=torch.float64) * 14 - 1.5
+    for mode in ("reflect", "mirror", "nearest"):
+        ys0, xs0 = ys.clone(), xs.clone()
+        copied = _ops.bilinear_sample(x, ys, xs, mode)
+        assert torch.equal(ys, ys0) and torch.equal(xs, xs0)
+        assert torch.equal(_ops.bilinear_sample(x, ys0, xs0, mode, overwrite=True), copied), mode
+    yy, xx = torch.meshgrid(torch.arange(9.0, dtype=torch.float64), torch.arange(11.0, dtype=torch.float64), indexing="ij")
+    same = _ops.bilinear_sample(x, yy.expand(2, 9, 11).clone(), xx.expand(2, 9, 11).clone(), "reflect", overwrite=True)
+    assert torch.allclose(same, x, atol=1e-6)
+
 def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
     from mtlat_edu.robustness.corruptions.digital import pillow_box_resize, pillow_pixelate
 
@@ -405,6 +471,44 @@ def test_batched_pillow_pixelate_equals_pillow_per_image_and_the_torch_port():
             ref = np.array(img.resize((sw, sh), Image.BOX).resize((40, 33), Image.BOX))
             assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), ref), (c, i)
 
+
+
+def test_pixelate_cpu_path_equals_pillow_per_image():
+    """The CPU path (8-bit conversion into Pillow's band layout, Pillow's downscale as four
+    bands of one "RGBX" image, the upscale gathered straight into the float output) against
+    PIL image by image, for plane counts that are and are not multiples of 4, in both float
+    dtypes; and the pieces against the 8-bit reference path."""
+    from mtlat_edu.robustness.corruptions.digital import box_upsample_into, pillow_box_down, pillow_pixelate
+
+    for n, h, w, dtype in ((1, 33, 40, torch.float32), (3, 32, 32, torch.float64), (4, 224, 224, torch.float32)):
+        x8 = torch.randint(0, 256, (n, 3, h, w), generator=gen(n), dtype=torch.uint8)
+        x = x8.to(dtype) / 255
+        for severity, table in ((1, "cifar"), (5, "cifar"), (3, "imagenet")):
+            c = (CIFAR if table == "cifar" else IMAGENET)["pixelate"][severity - 1][0]
+            sh, sw = int(h * c), int(w * c)
+            y = corrupt(x, "pixelate", severity, table=table)
+            assert y.dtype == dtype
+            for i in range(n):
+                img = Image.fromarray(x8[i].permute(1, 2, 0).numpy())
+                ref = np.array(img.resize((sw, sh), Image.BOX).resize((w, h), Image.BOX))
+                assert torch.equal(y[i], torch.from_numpy(ref).permute(2, 0, 1).to(dtype) / 255), (n, severity, i)
+            small = pillow_box_down(x8, sh, sw)
+            assert small.shape == (n * 3, sh, sw)
+            out = torch.empty(n, 3, h, w, dtype=dtype)
+            assert box_upsample_into(out, small) is out
+            assert torch.equal(out, pillow_pixelate(x8, sh, sw).to(dtype) / 255)
+
+
+def test_8bit_conversion_in_hwc_order_equals_torch():
+    """JPEG's conversion writes the levels straight in NHWC order (CPU: NumPy, strided writes;
+    elsewhere and for strided input: torch); same levels as ``round(255 x)``, permuted."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.rand(30, 3, 17, 19, generator=gen(14), dtype=dtype)
+        x[0, :, 0, :3] = torch.tensor([0.0, 1.0, 0.5 / 255], dtype=dtype)
+        levels = torch.mul(x, 255.0).round_().to(torch.uint8)
+        for t, ref in ((x, levels), (x[:, :, :, 2:9], levels[:, :, :, 2:9])):
+            hwc = _ops.to_uint8_hwc(t, check=True)
+            assert hwc.is_contiguous() and torch.equal(hwc, ref.permute(0, 2, 3, 1)), dtype
 
 def test_uint8_conversions_by_numpy_equal_torch():
     """On the CPU the 8-bit conversions go through NumPy; they must give torch's own levels and

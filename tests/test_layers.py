@@ -85,3 +85,14 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
     assert [(m, t, inner) for m, t, _, inner in found] == [
         ("mtlat_edu.paper.bad", "mtlat_edu.core", False), ("mtlat_edu.paper.bad", "mtlat_edu.benchmark", True)]
     assert upward(found) == ["mtlat_edu.paper.bad (line 4) imports mtlat_edu.benchmark: layer 2 -> 4"]
+
+
+def test_every_package_import_names_a_module_that_exists():
+    """A relative import that climbs out of its sub-package (``from ..checks import``) after a module
+    moved would name a module that no longer exists; this finds it without running the code."""
+    import importlib.util
+    missing = []
+    for module, target, line, _ in _all_imports():
+        if importlib.util.find_spec(target) is None:
+            missing.append(f"{module} (line {line}) imports {target}")
+    assert not missing, "\n".join(missing)

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from mtlat_edu.core.checks import check_images as _check_images
+from mtlat_edu.core.checks import check_nchw
 from mtlat_edu.core.registry import Registry
 from ._tables import EXTRA_RANGES, TABLES
 
@@ -20,9 +21,15 @@ IMAGENET_C_FAMILIES = ("noise", "blur", "weather", "digital")
 REGISTRY = Registry("name", kinds=IMAGENET_C_FAMILIES + ("extra",))
 
 
-def check_images(x) -> None:
-    """``x`` must be a float NCHW RGB batch with values in [0, 1], at least 16 x 16 px."""
-    _check_images(x, "x")
+def check_images(x, values: bool = True) -> None:
+    """``x`` must be a float NCHW RGB batch with values in [0, 1], at least 16 x 16 px.
+
+    ``values=False`` checks all but the values (no pass over the data), for corruptions whose
+    8-bit conversion checks the range as it goes (:func:`_ops.to_uint8` with ``check=True``)."""
+    if values or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        _check_images(x, "x")  # type, shape and dtype errors come before any value is read
+    else:
+        check_nchw(x, "x")
     if x.shape[1] != 3:
         raise ValueError(f"x: expected 3 (RGB) channels in dim 1 (NCHW), got shape {tuple(x.shape)}")
     if x.shape[2] < 16 or x.shape[3] < 16:
@@ -75,7 +82,7 @@ def extra_value(name: str, severity: float) -> float:
     return lo + (severity - 1.0) / 4.0 * (hi - lo)
 
 
-def corruption(name: str, label: str, in_range: bool = False) -> Callable:
+def corruption(name: str, label: str, in_range: bool = False, checks_values: bool = False) -> Callable:
     """Wrap ``impl(x, params, generator, table)`` as the public ``fn(x, severity, generator=None, table=None)``
     and register it in :data:`REGISTRY` as ``name``, shown as ``label`` (the paper's column title),
     of the family named by ``impl``'s module (noise, blur, weather, digital or extra).
@@ -84,7 +91,8 @@ def corruption(name: str, label: str, in_range: bool = False) -> Callable:
     (``params`` is the interpolated table row for ImageNet-C corruptions, the severity itself for
     the extra ones), computes in float32/float64, clamps to [0, 1] (unless ``in_range``: the
     implementation's output is in [0, 1] by construction, or clamped while it was in cache)
-    and restores the dtype.
+    and restores the dtype.  With ``checks_values`` the implementation checks the [0, 1] range
+    itself, in the same pass as its 8-bit conversion (same error; one pass less over the data).
     """
 
     def deco(impl):
@@ -93,7 +101,7 @@ def corruption(name: str, label: str, in_range: bool = False) -> Callable:
 
         @functools.wraps(impl)
         def fn(x, severity, generator=None, table=None):
-            check_images(x)
+            check_images(x, values=not checks_values)
             s = check_severity(severity)
             check_generator(generator)
             tname = choose_table(x, table)

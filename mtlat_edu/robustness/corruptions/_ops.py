@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtlat_edu.core.checks import check_images as _check_images
+
 # ----------------------------------------------------------------------------------------------
 # Random draws: always from the given generator (on the generator's device), then moved to the
 # device of the images, so that a seeded CPU generator gives the same result on CPU and CUDA.
@@ -55,7 +57,7 @@ def poisson(rates: torch.Tensor, generator) -> torch.Tensor:
     return torch.poisson(rates.to(d), generator=generator).to(rates.device)
 
 
-POISSON_CHUNK = 1 << 15  # elements per chunk of the table sampler (float64 draws: 256 KiB)
+POISSON_CHUNK = 1 << 16  # elements per chunk of the table sampler (float64 draws: 512 KiB; 1.04-1.06x over 256 KiB)
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,7 +68,7 @@ def poisson_tables(c: float):
     Returns ``cdf`` (256 * K,), row ``j`` holding ``P(X <= k)`` for ``k < K`` with the last entry
     set to 2 (above every uniform draw; the cut-off ``K = c + 12 sqrt(c) + 30`` leaves a tail
     below 1e-30), and ``guide`` (256 * G,), ``G = 2K``: for bucket ``b`` of row ``j`` the flat
-    index ``j K + min{k : P(X <= k) > b / G}`` (a guide table, Chen & Asau 1974)."""
+    index ``j K + min{k : P(X <= k) > b / G}`` (a guide table, Chen & Asau 1974), as int32."""
     lam = torch.arange(256, dtype=torch.float64) / 255.0 * c
     k_max = int(math.ceil(c + 12.0 * math.sqrt(c) + 30.0))
     k = torch.arange(k_max, dtype=torch.float64)
@@ -77,16 +79,24 @@ def poisson_tables(c: float):
     g = 2 * k_max
     edges = (torch.arange(g, dtype=torch.float64) / g).expand(256, g).contiguous()
     guide = torch.searchsorted(cdf, edges, right=True) + torch.arange(256)[:, None] * k_max
-    return cdf.reshape(-1), guide.reshape(-1), k_max, g
+    assert 256 * k_max < 2**31  # flat indices fit int32 (half the memory traffic of int64)
+    return cdf.reshape(-1), guide.reshape(-1).to(torch.int32), k_max, g
 
 
-def levels_8bit(x: torch.Tensor, tol: float = 1e-4) -> torch.Tensor | None:
+def levels_8bit(x: torch.Tensor, tol: float = 1e-4, check: bool = False) -> torch.Tensor | None:
     """The 8-bit level ``j`` of every value (uint8, same shape) when every ``x * 255`` lies within
     ``tol`` of an integer (an 8-bit image stored as floats), else None.  In cache-sized chunks
-    (by NumPy on the CPU: :func:`_levels_by_numpy`)."""
+    (by NumPy on the CPU: :func:`_levels_by_numpy`).  With ``check``, values outside [0, 1]
+    (or NaN) raise the package's range error, checked in the same pass on the CPU."""
     out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
     if _numpy_ok(x):
-        return out if _levels_by_numpy(x, out, tol) else None
+        if _levels_by_numpy(x, out, tol, check):
+            return out
+        if check:  # stopped at the first value off the grid: check the rest before other uses
+            check_range(x)
+        return None
+    if check:
+        check_range(x)
     step = chunk_size(x)
     for a in range(0, x.shape[0], step):
         d = x[a : a + step].mul(255.0)
@@ -101,20 +111,39 @@ def _numpy_ok(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.is_contiguous() and x.dtype in (torch.float32, torch.float64)
 
 
-def _levels_by_numpy(x: torch.Tensor, out: torch.Tensor, tol: float | None = None) -> bool:
+def check_range(x: torch.Tensor) -> None:
+    """The package's check that every value of ``x`` lies in [0, 1] (NaN does not): raises
+    ``ValueError("x: values must lie in [0, 1], got min .. and max ..")``."""
+    _check_images(x, "x")
+
+
+def _levels_by_numpy(x: torch.Tensor, out: torch.Tensor, tol: float | None = None, check: bool = False) -> bool:
     """``round(255 x)`` (``np.rint``: half to even, like ``torch.round``) of a contiguous CPU
     float batch into the uint8 ``out``, per cache-sized chunk of images.  With ``tol``, returns
     False as soon as a value lies farther than ``tol`` from its level.  NumPy's float-to-uint8
     cast is faster than torch's: 0.96 ms instead of 1.55 ms for 16 images of 224 px on one
-    thread (``levels_8bit``: 1.6 ms instead of 3.3 ms); identical levels (tested)."""
+    thread (``levels_8bit``: 1.6 ms instead of 3.3 ms); identical levels (tested).
+
+    With ``check``, every chunk's ``255 x`` must lie in [0, 255] (else :func:`check_range`
+    raises): the range check of the input in the same pass, on data already in cache.  Exact:
+    for ``x > 1`` the float product ``255 x`` exceeds 255 (the next float above 1 gives 255 plus
+    about two units in the last place), for ``x < 0`` it is negative, and NaN fails both
+    comparisons."""
     step = chunk_size(x)
     flat, flat8 = x.detach().numpy().reshape(x.shape[0], -1), out.numpy().reshape(x.shape[0], -1)
     scaled = np.empty((min(step, x.shape[0]), flat.shape[1]), flat.dtype)
     level = np.empty_like(scaled)
     for a in range(0, x.shape[0], step):
         d, r = scaled[: len(flat[a : a + step])], level[: len(flat[a : a + step])]
-        np.rint(np.multiply(flat[a : a + step], 255.0, out=d), out=r)
-        if tol is not None and np.abs(np.subtract(d, r, out=d), out=d).max() > tol:
+        np.multiply(flat[a : a + step], 255.0, out=d)
+        if check and not (d.min() >= 0.0 and d.max() <= 255.0):
+            check_range(x)  # raises with the batch's min and max
+            raise ValueError("x: values must lie in [0, 1]")  # (not reached)
+        if tol is None:  # rounded and cast straight into the output: one pass less
+            np.rint(d, out=flat8[a : a + step], casting="unsafe")
+            continue
+        np.rint(d, out=r)
+        if np.abs(np.subtract(d, r, out=d), out=d).max() > tol:
             return False
         flat8[a : a + step] = r
     return True
@@ -136,16 +165,18 @@ def poisson_8bit(levels: torch.Tensor, c: float, generator) -> torch.Tensor:
     flat = levels.reshape(-1)
     out = torch.empty(flat.shape, dtype=torch.float32, device=dev)
     for a in range(0, flat.numel(), POISSON_CHUNK):
-        j = flat[a : a + POISSON_CHUNK].long()
-        u = rand(j.shape, generator, dev, torch.float64)
-        idx = guide.index_select(0, (u * g).long().add_(j * g))  # (index_select: 2x faster than take)
+        # int32 indices throughout (1.26-1.29x faster than int64 at 32 and 224 px; the same indices)
+        row = flat[a : a + POISSON_CHUNK].to(torch.int32).mul_(k_max)  # each value's CDF row start
+        u = rand(row.shape, generator, dev, torch.float64)
+        # (g = 2 k_max: the guide row starts at 2 row; index_select: 2x faster than take)
+        idx = guide.index_select(0, (u * g).to(torch.int32).add_(row).add_(row))
         idx += cdf.index_select(0, idx) <= u
         left = (cdf.index_select(0, idx) <= u).nonzero().view(-1)
         if left.numel():
-            rows = j[left]
-            found = torch.searchsorted(cdf.view(256, k_max)[rows], u[left, None], right=True).view(-1)
-            idx[left] = found + rows * k_max
-        out[a : a + POISSON_CHUNK] = idx.sub_(j * k_max)
+            starts = row[left]
+            found = torch.searchsorted(cdf.view(256, k_max)[starts // k_max], u[left, None], right=True).view(-1)
+            idx[left] = (found + starts).to(torch.int32)
+        out[a : a + POISSON_CHUNK] = idx.sub_(row)
     return out.view(levels.shape)
 
 
@@ -371,7 +402,9 @@ def motion_taps(radius: float, sigma: float, angle_deg: torch.Tensor):
     return k, oy, ox
 
 
-def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
+def motion_blur(
+    x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor, levels: bool = False
+) -> torch.Tensor:
     """ImageMagick ``MotionBlurImage(radius, sigma, angle)`` for a batch, one angle per image:
     ``out[n, c, y, x] = sum_i k_i * x[n, c, y + oy_i(n), x + ox_i(n)]`` with edge pixels outside
     the image (taps from :func:`motion_taps`).
@@ -379,8 +412,10 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     Computed directly as shifted sums of slices of the edge-padded batch.  The images are sorted
     by angle, so that images sharing a tap's offset are contiguous and each (tap, run of equal
     offsets) is one in-place ``add_`` on a slice; the batch is processed in chunks of about
-    :data:`CACHE_BYTES`, so that the accumulator stays in cache.  Against one FFT product per
-    batch (the previous implementation): 3.8-5.1x faster on one CPU thread at 224 and 32 px
+    :data:`CACHE_BYTES`, so that the accumulator stays in cache; each chunk is sorted, padded and
+    written back to its images' places on its own.  ``levels``: blur the 8-bit levels of images
+    in [0, 1] (:func:`to_uint8_levels`, taken per chunk).  Against one FFT product per batch (the
+    previous implementation): 3.8-5.1x faster on one CPU thread at 224 and 32 px
     (docs/corruptions.md, "What changed")."""
     n, c, h, w = x.shape
     k, oy, ox = motion_taps(radius, sigma, angle_deg)
@@ -393,13 +428,19 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     change[1:] = (oy[1:] != oy[:-1]) | (ox[1:] != ox[:-1])
     oy_l, ox_l, weights = oy.tolist(), ox.tolist(), k.tolist()
     starts = [change[:, i].nonzero().flatten().tolist() + [n] for i in range(k.numel())]
-    xs = x.index_select(0, order.to(x.device))
+    order_dev = order.to(x.device)
     out = torch.empty_like(x)
     step = chunk_size(x)
+    scratch = torch.empty_like(x[:step])
     for c0 in range(0, n, step):
         c1 = min(n, c0 + step)
-        src = F.pad(xs[c0:c1], (left, right, top, bottom), mode="replicate")  # = pad(..., "nearest")
-        acc = out[c0:c1]
+        # this chunk of the sorted images, edge-padded, and its result, both cache-sized scratch;
+        # the result goes to the images' own places (no sorted copy of the whole batch)
+        chunk = x.index_select(0, order_dev[c0:c1])
+        if levels:  # ``to_uint8_levels`` of the chunk, in place on its own copy
+            chunk.clamp_(0, 1).mul_(255.0).round_()
+        src = F.pad(chunk, (left, right, top, bottom), mode="replicate")
+        acc = scratch[: c1 - c0]
         acc.copy_(src[..., top : top + h, left : left + w]).mul_(weights[0])  # tap 0: offset (0, 0)
         for i in range(1, len(weights)):
             s = starts[i]
@@ -412,7 +453,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
                     src[a - c0 : b - c0, :, top + dy : top + dy + h, left + dx : left + dx + w], alpha=weights[i]
                 )
                 a, j = b, j + 1
-    return torch.empty_like(out).index_copy_(0, order.to(x.device), out)
+        out.index_copy_(0, order_dev[c0:c1], acc)
+    return out
 
 
 def imagemagick_to_uint8(x255: torch.Tensor) -> torch.Tensor:
@@ -479,6 +521,26 @@ def zoom_matrices(h: int, w: int, z: float, dtype: torch.dtype, device: torch.de
     return _zoom_taps_cpu(h, z)[3].to(device, dtype), _zoom_taps_cpu(w, z)[3].T.contiguous().to(device, dtype)
 
 
+ZOOM_ROW_BLOCK = 16  # output rows per block of the banded row map (small images)
+
+
+@functools.lru_cache(maxsize=512)
+def zoom_row_blocks(h: int, z: float, dtype: torch.dtype, device: torch.device):
+    """The row map of ``clipped_zoom`` by ``z`` (the ``R`` of :func:`zoom_matrices`) as blocks
+    ``(first output, end output, first source, end source, block)`` of :data:`ZOOM_ROW_BLOCK`
+    output rows: the map is banded (two sources per row), so each block needs only the few
+    source rows between its first and last source.  ``block @ x[first:end]`` sums the same
+    non-zero terms in the same order as the dense product (the zeros left out add nothing)."""
+    mat = _zoom_taps_cpu(h, z)[3]
+    blocks = []
+    for b0 in range(0, h, ZOOM_ROW_BLOCK):
+        sub = mat[b0 : b0 + ZOOM_ROW_BLOCK]
+        used = sub.abs().sum(0).nonzero().view(-1)
+        s, e = int(used.min()), int(used.max()) + 1
+        blocks.append((b0, b0 + sub.shape[0], s, e, sub[:, s:e].contiguous().to(device, dtype)))
+    return tuple(blocks)
+
+
 def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     """Zoom into the centre of every image by ``z`` >= 1 keeping the size (reference
     ``clipped_zoom``): ``scipy.ndimage.zoom(order=1)`` maps output pixel ``o`` to input
@@ -504,7 +566,9 @@ def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
+def bilinear_sample(
+    x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str, overwrite: bool = False
+) -> torch.Tensor:
     """Sample ``x`` (N,C,H,W) bilinearly at pixel coordinates ``ys``, ``xs`` (N,Ho,Wo).
 
     Out-of-range *taps* follow ``mode`` as in SciPy ``map_coordinates(order=1, mode=...)`` and
@@ -512,16 +576,20 @@ def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     half-sample symmetrically ('reflect') is symmetric about -0.5 and n-0.5, and whole-sample
     symmetrically ('mirror', BORDER_REFLECT_101) about 0 and n-1, so both equal
     ``grid_sample(padding_mode='reflection')`` with ``align_corners`` False resp. True;
-    'nearest' (edge taps) equals ``padding_mode='border'``.
+    'nearest' (edge taps) equals ``padding_mode='border'``.  ``overwrite``: ``ys`` and ``xs`` are
+    the caller's scratch, turned into grid coordinates in place (the same operations in the same
+    order, so the same values; no new tensors).
     """
     n, c, h, w = x.shape
-    if mode == "reflect":
-        gx, gy, align, pm = (2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1, False, "reflection"
-    elif mode in ("mirror", "nearest"):
-        gx, gy = 2 * xs / max(w - 1, 1) - 1, 2 * ys / max(h - 1, 1) - 1
-        align, pm = True, ("reflection" if mode == "mirror" else "border")
-    else:
+    if mode not in ("reflect", "mirror", "nearest"):
         raise ValueError(f"mode: expected 'reflect', 'mirror' or 'nearest', got {mode!r}")
+    if not overwrite:
+        xs, ys = xs * 1, ys * 1  # (copies, so that the steps below can work in place)
+    if mode == "reflect":
+        gx, gy, align, pm = xs.mul_(2).add_(1).div_(w).sub_(1), ys.mul_(2).add_(1).div_(h).sub_(1), False, "reflection"
+    else:
+        gx, gy = xs.mul_(2).div_(max(w - 1, 1)).sub_(1), ys.mul_(2).div_(max(h - 1, 1)).sub_(1)
+        align, pm = True, ("reflection" if mode == "mirror" else "border")
     grid = torch.empty(gx.shape + (2,), dtype=x.dtype, device=x.device)
     grid[..., 0] = gx
     grid[..., 1] = gy
@@ -538,17 +606,50 @@ def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul_(255.0).round_()
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """``to_uint8_levels`` of images already in [0, 1] (validated) as a uint8 tensor (NCHW,
-    contiguous), converted in cache-sized chunks (by NumPy on the CPU: :func:`_levels_by_numpy`)."""
-    out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
-    if _numpy_ok(x):
-        _levels_by_numpy(x, out)
+def to_uint8(x: torch.Tensor, check: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``to_uint8_levels`` of images in [0, 1] as a uint8 tensor (NCHW, contiguous; into ``out``
+    when given), converted in cache-sized chunks (by NumPy on the CPU: :func:`_levels_by_numpy`).
+    With ``check``, values outside [0, 1] (or NaN) raise the package's range error
+    (:func:`check_range`), on the CPU in the same pass as the conversion."""
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+    if _numpy_ok(x) and out.is_contiguous():
+        _levels_by_numpy(x, out, check=check)
         return out
+    if check:
+        check_range(x)
     step = chunk_size(x)
     for a in range(0, x.shape[0], step):
         out[a : a + step] = torch.mul(x[a : a + step], 255.0).round_()
     return out
+
+
+def to_uint8_hwc(x: torch.Tensor, check: bool = False) -> torch.Tensor:
+    """:func:`to_uint8` of an NCHW batch written in NHWC order: a contiguous uint8 (N, H, W, C)
+    tensor, the layout image codecs read.  On the CPU by NumPy per cache-sized chunk of images:
+    ``255 x`` (range-checked in the same pass with ``check``, as in :func:`_levels_by_numpy`),
+    then rounded, and each channel cast straight into its interleaved place (a strided write),
+    so that the conversion and the interleaving are one pass (2.7 instead of 3.4 ms for 16
+    images of 224 px on one thread, converting then interleaving, in one run)."""
+    n, c, h, w = x.shape
+    if not _numpy_ok(x):
+        if check:
+            check_range(x)
+        return to_uint8(x).permute(0, 2, 3, 1).contiguous()
+    out = np.empty((n, h, w, c), np.uint8)
+    src = x.detach().numpy()
+    step = chunk_size(x)
+    scaled = np.empty((min(step, n), c, h, w), src.dtype)
+    for a in range(0, n, step):
+        d = scaled[: len(src[a : a + step])]
+        np.multiply(src[a : a + step], 255.0, out=d)
+        if check and not (d.min() >= 0.0 and d.max() <= 255.0):
+            check_range(x)  # raises with the batch's min and max
+            raise ValueError("x: values must lie in [0, 1]")  # (not reached)
+        np.rint(d, out=d)
+        for k in range(c):  # (a plain strided cast: 1.03x / 1.17x faster than rint into the strided output)
+            out[a : a + step, :, :, k] = d[:, k]
+    return torch.from_numpy(out)
 
 
 def from_uint8(x8: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -162,11 +162,12 @@ def motion_blur(x, params, generator, table):
     port of its kernel (``_ops.motion_blur``); see docs/corruptions.md for the measured gap."""
     radius, sigma = params
     angles = _ops.uniform(-45.0, 45.0, (x.shape[0],), generator, x.device)
-    out = _ops.motion_blur(_ops.to_uint8_levels(x), radius, sigma, angles)
+    out = _ops.motion_blur(x, radius, sigma, angles, levels=True)  # (the 8-bit levels, taken per chunk)
     return _ops.imagemagick_to_uint8(out) / 255.0
 
 
 SMALL_ZOOM_SIDE = 64  # up to this size, zoom blur multiplies dense (h, h) and (w, w) matrices
+SMALL_ZOOM_CHUNK_BYTES = 1 << 18  # images per chunk there (measured best of 32 KiB .. 512 KiB at 32 px)
 
 
 def zoom_factors(stop: float, step: float) -> np.ndarray:
@@ -189,14 +190,26 @@ def zoom_blur(x, params, generator, table):
         return out.add_(chunk).div_(len(zooms) + 1)
 
     def one_small(chunk):  # small images: each zoom as two matrix products, accumulated in place
+        n, c = chunk.shape[:2]
+        planes = n * c
+        # rows of every plane side by side, (h, planes * w): the row map is then one plain matrix
+        # product (not a batch of small ones), whose result, seen as (h * planes, w), takes the
+        # column map as another; 1.23-1.36x faster at 32 px than per-plane batched products, same
+        # sums; the row map as products with its banded blocks: another 1.06-1.08x, same sums
+        by_row = chunk.reshape(planes, h, w).transpose(0, 1).reshape(h, planes * w)
+        zoomed_rows = torch.empty_like(by_row)
         out = None
         for z in zooms:
-            rows, cols_t = _ops.zoom_matrices(h, w, float(z), chunk.dtype, chunk.device)
-            zoomed_rows = torch.matmul(rows, chunk)
+            for r0, r1, s0, s1, block in _ops.zoom_row_blocks(h, float(z), chunk.dtype, chunk.device):
+                torch.mm(block, by_row[s0:s1], out=zoomed_rows[r0:r1])
+            cols_t = _ops.zoom_matrices(h, w, float(z), chunk.dtype, chunk.device)[1]
             if out is None:
-                out = torch.matmul(zoomed_rows, cols_t)
+                out = torch.mm(zoomed_rows.view(-1, w), cols_t)
             else:
-                out.view(-1, w).addmm_(zoomed_rows.view(-1, w), cols_t)
+                out.addmm_(zoomed_rows.view(-1, w), cols_t)
+        out = out.view(h, planes, w).transpose(0, 1).reshape(chunk.shape)
         return out.add_(chunk).div_(len(zooms) + 1)
 
-    return _ops.map_chunks(one_small if max(h, w) <= SMALL_ZOOM_SIDE else one, x)
+    if max(h, w) <= SMALL_ZOOM_SIDE:
+        return _ops.map_chunks(one_small, x, budget=SMALL_ZOOM_CHUNK_BYTES)
+    return _ops.map_chunks(one, x)

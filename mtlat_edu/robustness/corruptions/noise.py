@@ -19,14 +19,15 @@ def gaussian_noise(x, params, generator, table):
     return _ops.randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(x)
 
 
-@corruption("shot_noise", "Shot")
+@corruption("shot_noise", "Shot", checks_values=True)
 def shot_noise(x, params, generator, table):
     """``clip(Poisson(x * c) / c)``: photon noise with ``c`` photons per unit intensity (reference
     ``shot_noise``).  For 8-bit images (every ``255 x`` an integer up to float rounding) the rates
     are the reference's own ``(j / 255) * c`` and the counts come from the exact table sampler
-    :func:`_ops.poisson_8bit`; other inputs use ``torch.poisson(x * c)``."""
+    :func:`_ops.poisson_8bit`; other inputs use ``torch.poisson(x * c)``.  The [0, 1] range is
+    checked in the same pass as the 8-bit grid test."""
     (c,) = params
-    levels = _ops.levels_8bit(x)
+    levels = _ops.levels_8bit(x, check=True)
     if levels is None:
         return _ops.poisson(x * c, generator) / c
     return _ops.poisson_8bit(levels, c, generator).to(x.dtype).div_(c)
