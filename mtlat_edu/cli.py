@@ -142,7 +142,7 @@ def cmd_train(args) -> int:
 
 
 def add_train_profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (profiles.py)")
+    p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (training/profiles.py)")
     p.add_argument("--runs", default="runs", help="root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K", help="default: the profile's")

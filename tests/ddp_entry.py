@@ -22,8 +22,7 @@ class NoBNCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-models.MODELS.setdefault("no_bn_cnn", NoBNCNN)
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # registered in the torchrun workers only: importing NoBNCNN changes nothing
     from mtlat_edu.cli import main
+    models.MODELS.setdefault("no_bn_cnn", NoBNCNN)
     sys.exit(main())
