@@ -504,14 +504,22 @@ def _zoom_plan(h: int, w: int, z: float, dtype: torch.dtype, device: torch.devic
     taps ``(i0, i1, weight)`` and the column map as blocks ``(first output, first source, last
     source + 1, matrix^T)`` of :data:`ZOOM_BLOCK` output columns (the map is banded)."""
     i0, i1, frac, _ = _zoom_taps_cpu(h, z)
-    mat = _zoom_taps_cpu(w, z)[3]
+    blocks = [(b0, s, e, sub.T.contiguous().to(device, dtype))
+              for b0, _, s, e, sub in banded_blocks(_zoom_taps_cpu(w, z)[3], ZOOM_BLOCK)]
+    return i0.to(device), i1.to(device), frac.to(device, dtype)[:, None], blocks
+
+
+def banded_blocks(mat: torch.Tensor, size: int) -> list[tuple]:
+    """The rows of the banded matrix ``mat`` in blocks of ``size``: ``(first row, end row, first
+    used column, end used column, the block restricted to its used columns)`` (a zoom's map has
+    two non-zero taps per row, so each block touches only a few columns)."""
     blocks = []
-    for b0 in range(0, w, ZOOM_BLOCK):
-        sub = mat[b0 : b0 + ZOOM_BLOCK]
+    for b0 in range(0, mat.shape[0], size):
+        sub = mat[b0 : b0 + size]
         used = sub.abs().sum(0).nonzero().view(-1)
         s, e = int(used.min()), int(used.max()) + 1
-        blocks.append((b0, s, e, sub[:, s:e].T.contiguous().to(device, dtype)))
-    return i0.to(device), i1.to(device), frac.to(device, dtype)[:, None], blocks
+        blocks.append((b0, b0 + sub.shape[0], s, e, sub[:, s:e]))
+    return blocks
 
 
 @functools.lru_cache(maxsize=512)
@@ -531,14 +539,8 @@ def zoom_row_blocks(h: int, z: float, dtype: torch.dtype, device: torch.device):
     output rows: the map is banded (two sources per row), so each block needs only the few
     source rows between its first and last source.  ``block @ x[first:end]`` sums the same
     non-zero terms in the same order as the dense product (the zeros left out add nothing)."""
-    mat = _zoom_taps_cpu(h, z)[3]
-    blocks = []
-    for b0 in range(0, h, ZOOM_ROW_BLOCK):
-        sub = mat[b0 : b0 + ZOOM_ROW_BLOCK]
-        used = sub.abs().sum(0).nonzero().view(-1)
-        s, e = int(used.min()), int(used.max()) + 1
-        blocks.append((b0, b0 + sub.shape[0], s, e, sub[:, s:e].contiguous().to(device, dtype)))
-    return tuple(blocks)
+    return tuple((b0, b1, s, e, sub.contiguous().to(device, dtype))
+                 for b0, b1, s, e, sub in banded_blocks(_zoom_taps_cpu(h, z)[3], ZOOM_ROW_BLOCK))
 
 
 def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
