@@ -36,7 +36,7 @@ from mtlat_edu.models import MODELS
 from mtlat_edu.paper.adversarial import TARGET_SELECTION
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training import fit
-from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig
+from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig, field_value
 from mtlat_edu.training.profiles import PROFILES, check_seeds, get_profile, train_seeds
 from mtlat_edu.training.step_cost import step_table, time_steps
 
@@ -55,11 +55,6 @@ TRAIN_OPTION_EXCEPTIONS = {
     "channels_last": "part of the fast path (--fast-path)",
     "eval_batch_size": "the test-set batch: no effect on the results",
 }
-
-
-def _plain(value):
-    """An argparse list as the tuple a TrainConfig field holds."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -119,7 +114,7 @@ def train_configs(args) -> list:
     """The validated :class:`~mtlat_edu.training.config.TrainConfig` of every run ``train`` asks for
     (each method x each seed): every field from its option, checked before anything trains."""
     seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
-    common = {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
+    common = {f.name: field_value(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
               if f.name not in TRAIN_OPTION_EXCEPTIONS}
     return [TrainConfig(method=method, seed=seed, amp=not args.no_amp, **common).validate()
             for method in args.method for seed in seeds]

@@ -7,7 +7,7 @@ import pytest
 
 from mtlat_edu import cli
 from mtlat_edu.paper.methods import MethodConfig
-from mtlat_edu.training.config import METHOD_FIELDS, TrainConfig
+from mtlat_edu.training.config import METHOD_FIELDS, TrainConfig, field_value
 from mtlat_edu.training.profiles import Profile, get_profile
 
 
@@ -26,7 +26,7 @@ def test_every_train_config_field_is_an_option_with_its_default():
         assert f.name in options, f"TrainConfig.{f.name} has no --{f.name.replace('_', '-')} option"
         assert f"--{f.name.replace('_', '-')}" in options[f.name].option_strings
         default = options[f.name].default
-        assert cli._plain(default) == getattr(TrainConfig(), f.name), f.name
+        assert field_value(default) == getattr(TrainConfig(), f.name), f.name
     assert set(cli.TRAIN_OPTION_EXCEPTIONS) <= {f.name for f in dataclasses.fields(TrainConfig)}
 
 

@@ -35,11 +35,6 @@ def checkpoint_state(model, opt, sched, epoch, gens, history, cfg, classes, rank
     return state
 
 
-def plain(value):
-    """A saved config value as ``identity()`` holds it (a list read back as a tuple)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
 def bare(model):
     return getattr(model, "_orig_mod", model)
 

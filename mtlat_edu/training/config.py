@@ -34,6 +34,12 @@ _METHOD = MethodConfig()    # the methods' defaults (the paper's, section 4.2): 
 METHOD_FIELDS = tuple(f.name for f in dataclasses.fields(MethodConfig) if f.name != "num_classes")
 
 
+def field_value(value):
+    """A TrainConfig field's value as the dataclass holds it: a list (from argparse, or read back
+    from ``config.json`` / a checkpoint) becomes a tuple; anything else is returned as is."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (defaults: the paper's recipe, section 4.2)."""

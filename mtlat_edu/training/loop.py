@@ -39,9 +39,9 @@ from mtlat_edu.data import AUGMENTATIONS, FileImageData, ImageData, batches as m
 from mtlat_edu.models import build_model
 from mtlat_edu.paper.methods import ADVERSARIAL, get_method
 from mtlat_edu.robustness.measure import CLEAN, accuracy, measure_cell
-from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state, plain,
+from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state,
                                             save_model)
-from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, lr_factor
+from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, field_value, lr_factor
 
 
 def evaluate(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
@@ -169,7 +169,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
         asked = cfg.identity()
         defaults = TrainConfig().identity()  # a field added after the run was saved holds its default
-        saved = {k: plain(state["config"].get(k, defaults.get(k))) for k in asked} \
+        saved = {k: field_value(state["config"].get(k, defaults.get(k))) for k in asked} \
             if isinstance(state["config"], dict) else {}
         if saved != asked:
             diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
