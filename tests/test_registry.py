@@ -118,12 +118,12 @@ def test_check_choice_uses_the_one_error():
 # -------------------------------------------------------------------------------- the package's registries
 
 def test_methods_registry():
-    assert list(methods.METHODS) == ["standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat",
-                                     "mtlat_pgd", "manifold_mtlat"]
+    assert list(methods.METHODS) == ["standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "iat_targeted",
+                                     "mtlat", "mtlat_pgd", "manifold_mtlat"]
     # the paper's row titles (Tables 1-3), and section 6's two future-work methods
     assert list(methods.METHODS.labels().values()) == ["standard", "Mixup", "FGSM", "target-FGSM", "LS", "TLAT", "IAT",
-                                                       "M-TLAT", "M-TLAT (PGD)", "Manifold M-TLAT"]
-    assert set(methods.ADVERSARIAL) == {"fgsm", "target_fgsm", "ls", "tlat", "iat", "mtlat", "mtlat_pgd",
+                                                       "IAT (targeted)", "M-TLAT", "M-TLAT (PGD)", "Manifold M-TLAT"]
+    assert set(methods.ADVERSARIAL) == {"fgsm", "target_fgsm", "ls", "tlat", "iat", "iat_targeted", "mtlat", "mtlat_pgd",
                                         "manifold_mtlat"}
     assert methods.METHODS.names(kind="clean") == ("standard", "mixup")
     assert methods.METHODS.entry("mtlat").description.startswith("M-TLAT, Algorithm 1")
@@ -169,7 +169,7 @@ def test_other_registries():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: methods.get_method("mtalt"), "method: unknown name 'mtalt'; valid names: standard, mixup, fgsm, "
-                                          "target_fgsm, ls, tlat, iat, mtlat, mtlat_pgd, manifold_mtlat"),
+                                          "target_fgsm, ls, tlat, iat, iat_targeted, mtlat, mtlat_pgd, manifold_mtlat"),
     (lambda: methods.MethodConfig(target="farthest"),
      "target: unknown name 'farthest'; valid names: random, random_other, least_likely"),
     (lambda: A.get_attack("fgsm"), "attack: unknown name 'fgsm'; valid names: pgd, pgd_ll, cw_l2, mi_fgsm_0.04, "
