@@ -224,9 +224,12 @@ def test_mode_restored_and_no_parameter_gradients(model, surrogate, test_set, na
 
 
 def test_registry_matches_paper_columns():
-    assert list(A.ATTACKS) == ["pgd", "pgd_ll", "cw_l2", "mi_fgsm_0.04", "mi_fgsm_0.08"]
+    assert A.paper_attacks() == ("pgd", "pgd_ll", "cw_l2", "mi_fgsm_0.04", "mi_fgsm_0.08")
+    assert list(A.ATTACKS) == [*A.paper_attacks(), "cw_l2_kappa50", "cw_l2_within0.5"]
     assert list(A.DISPLAY) == list(A.ATTACKS)
-    assert [A.ATTACKS[k].black_box for k in A.ATTACKS] == [False, False, False, True, True]
+    assert [A.ATTACKS[k].black_box for k in A.ATTACKS] == [False, False, False, True, True, False, False]
+    assert A.ATTACKS["cw_l2_within0.5"].rule_kwargs == {"rule": "within", "bound": 0.5}
+    assert A.ATTACKS["cw_l2_kappa50"].kwargs == A.ATTACKS["cw_l2"].kwargs   # the same run
     assert A.ATTACKS["cw_l2"].kwargs["steps"] == 40 and A.ATTACKS["cw_l2"].kwargs["confidence"] == 50
     assert A.ATTACKS["mi_fgsm_0.08"].kwargs["eps"] == 0.08
     with pytest.raises(TypeError):
@@ -274,7 +277,7 @@ def test_bad_inputs_raise(model, test_set):
         A.pgd(model, x, y[:1])
     with pytest.raises(ValueError, match=r"y: class indices must lie in \[0, 9\]"):
         A.pgd(model, x, torch.tensor([0, 12]))
-    with pytest.raises(ValueError, match="valid names: pgd, pgd_ll, cw_l2, mi_fgsm_0.04, mi_fgsm_0.08"):
+    with pytest.raises(ValueError, match="valid names: pgd, pgd_ll, cw_l2, mi_fgsm_0.04, mi_fgsm_0.08, cw_l2_kappa50"):
         A.run_attack("fgsm", model, x, y)
     with pytest.raises(ValueError, match="valid names"):
         M.attack_accuracy("nope", model, x, y)
@@ -289,3 +292,71 @@ def test_black_box_without_surrogate_raises(model, test_set, name):
         A.run_attack(name, model, x, y)
     with pytest.raises(ValueError, match="surrogate"):
         M.attack_accuracy(name, model, x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# CW's success rules: one run, three columns (docs/attacks.md)
+
+
+def test_cw_rules_on_a_hand_made_run():
+    clean = torch.zeros(3, 1, 1, 1)
+    best = torch.full((3, 1, 1, 1), 0.5)
+    best_kappa = torch.full((3, 1, 1, 1), 0.9)
+    run = A.CWRun(clean=clean, best=best, l2=torch.tensor([0.3, 0.7, float("inf")]),
+                  margin=torch.tensor([60.0, 10.0, -5.0]), best_kappa=best_kappa, kappa=50.0)
+    assert torch.equal(A.CW_RULES["any"](run), best)                                     # the cw_l2 column
+    assert A.CW_RULES["kappa"](run).flatten().tolist() == pytest.approx([0.9, 0.0, 0.0])             # margin 60 > 50 only
+    assert A.CW_RULES["within"](run, bound=0.5).flatten().tolist() == [0.5, 0.0, 0.0]   # L2 0.3 <= 0.5 only
+    assert A.CW_RULES["within"](run, bound=1.0).flatten().tolist() == [0.5, 0.5, 0.0]   # inf: never misclassified
+    run.margin = torch.tensor([50.0, 50.5, 0.0])                                          # C&W: strictly beyond kappa
+    assert A.CW_RULES["kappa"](run).flatten().tolist() == pytest.approx([0.0, 0.9, 0.0])
+
+
+def test_cw_run_records_what_the_rules_need(model, test_set):
+    x, y = test_set[0][:16], test_set[1][:16]
+    run = A.cw_l2_run(model, x, y, steps=8)
+    assert torch.equal(run.best, A.cw_l2(model, x, y, steps=8))       # the cw_l2 column is unchanged
+    with torch.no_grad():
+        logits = model(run.best)
+    wrong = logits.argmax(1) != y
+    dist = (run.best - x).flatten(1).norm(dim=1)
+    assert torch.allclose(run.l2[wrong], dist[wrong], atol=1e-5) and torch.isinf(run.l2[~wrong]).all()
+    other = logits.masked_fill(F.one_hot(y, 10).bool(), float("-inf")).amax(1)
+    assert (run.margin >= other - logits.gather(1, y[:, None]).squeeze(1) - 1e-5).all()  # the best iterate's margin
+    # a model with logits scaled by 1000 reaches C&W's margin of 50 wherever it is misclassified
+    scaled = torch.nn.Sequential(model, torch.nn.Identity())
+    scaled[1].forward = lambda z: 1000 * z
+    big = A.cw_l2_run(scaled, x, y, steps=8)
+    kappa = A.CW_RULES["kappa"](big)
+    hit = big.margin > 50
+    assert hit.any()
+    with torch.no_grad():
+        assert (scaled(kappa[hit]).argmax(1) != y[hit]).all() and torch.equal(kappa[~hit], x[~hit])
+
+
+def test_readings_cost_no_extra_attack(model, monkeypatch):
+    data = load_dataset("synthetic", "test", limit=24)
+    calls = []
+    run = A.cw_l2_run
+    monkeypatch.setattr(A, "cw_l2_run", lambda *a, **k: calls.append(1) or run(*a, **k))
+    names = ("cw_l2", "cw_l2_kappa50", "cw_l2_within0.5")
+    counts = M.measure_attack_columns([model], data, names, batch_size=12)
+    assert len(calls) == 2                                                   # one run per batch, three columns
+    x, y = data.float_images(), data.labels
+    for name in names:                                                      # each column alone: the same count
+        assert counts[name] == [M.count_correct(model, A.run_attack(name, model, x[:12], y[:12]), y[:12]).item()
+                                + M.count_correct(model, A.run_attack(name, model, x[12:], y[12:]), y[12:]).item()]
+    assert M.measure_models([model], data, "cw_l2", batch_size=12) == counts["cw_l2"]
+    with pytest.raises(ValueError, match="one attack's run"):
+        A.run_attacks(("cw_l2", "pgd"), model, x, y)
+
+
+def test_logit_gap_by_hand():
+    from mtlat_edu.data import ImageData
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):   # logits [3, 1, 0] then [0, 5, 4.5]: top-1 minus top-2 = 2 and 0.5
+            return torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 4.5]])[: x.shape[0]]
+
+    data = ImageData(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b", "c"])
+    assert M.logit_gap(Fixed(), data, batch_size=2) == pytest.approx(1.25)

@@ -9,6 +9,7 @@ import pytest
 
 from mtlat_edu.benchmark import claims as C
 from mtlat_edu.benchmark import parts as P
+from mtlat_edu.benchmark import stats as ST
 from mtlat_edu.benchmark.scores import aggregate
 from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, run_dir, train_seeds
 
@@ -47,6 +48,85 @@ def test_compare_without_noise_estimate_is_within_noise():
     assert C.compare([0.5, 0.5], [0.5, 0.5])["verdict"] == "within_noise"  # d = 0, se = 0
     assert C.compare([0.6, 0.6], [0.5, 0.5])["verdict"] == "holds"         # d > 0 = 2 se
     assert C.compare([float("nan"), 1.0, 2.0], [0.0, 0.0])["n_a"] == 2      # NaN cells are left out
+
+
+# ---------------------------------------------------------------------------------------------
+# the paired rule (stats.paired), Holm, the unresolved case
+
+
+def test_paired_holds_where_the_unpaired_rule_sees_noise():
+    # per-seed differences 0.5, 0.4, 0.6: d = 0.5, s_d = 0.1, se = 0.1 / sqrt(3), t = 5 sqrt(3) (t^2 = 75)
+    a, b = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.6, 2: 2.4}
+    r = ST.paired(a, b)
+    q = 0.95 / math.sqrt(2 * 0.975 * 0.025)     # Student's t quantile 0.975 with 2 df, closed form: 4.3027
+    se = 0.1 / math.sqrt(3)
+    assert r["d"] == pytest.approx(0.5) and r["sd_d"] == pytest.approx(0.1) and r["n"] == 3 and r["df"] == 2
+    assert r["t"] == pytest.approx(5 * math.sqrt(3))
+    assert r["ci_low"] == pytest.approx(0.5 - q * se) and r["ci_high"] == pytest.approx(0.5 + q * se)
+    assert r["ci_low"] == pytest.approx(0.25159, abs=1e-4)
+    assert r["p"] == pytest.approx(1 - math.sqrt(75 / 77))   # 2 df: p = 1 - t / sqrt(t^2 + 2) = 0.01307
+    assert r["mean_a"] == pytest.approx(2.0) and r["mean_b"] == pytest.approx(1.5)
+    assert r["verdict"] == "holds" and not r["unresolved"] and r["seeds"] == [0, 1, 2]
+    assert ST.paired(a, b, sign=-1)["verdict"] == "fails"
+    # unpaired: s_a = 1, s_b^2 = 0.91, 2 SE = 2 sqrt(1/3 + 0.91/3) = 1.596 > 0.5
+    u = ST.two_se(list(a.values()), list(b.values()))
+    assert u["se"] == pytest.approx(math.sqrt(1.91 / 3)) and u["verdict"] == "within_noise"
+
+
+def test_paired_uses_only_common_seeds():
+    r = ST.paired({0: 1.0, 1: 2.0, 2: 3.0, 5: 9.0}, {0: 0.5, 1: 1.6, 2: 2.4, 3: 0.0, 4: float("nan")})
+    assert r["seeds"] == [0, 1, 2] and r["d"] == pytest.approx(0.5) and r["mean_a"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="b: expected a mapping seed -> value"):
+        ST.paired({0: 1.0}, [1.0])
+    with pytest.raises(ValueError, match="resolution"):
+        ST.paired({0: 1.0}, {0: 1.0}, resolution=-1)
+
+
+def test_paired_zero_spread_unresolved_or_decided_by_sign():
+    a, b = {0: 0.5, 1: 0.75, 2: 0.25}, {0: 0.25, 1: 0.5, 2: 0.0}     # every seed: a - b = 0.25 exactly
+    r = ST.paired(a, b, resolution=0.5)                                 # under one image: not resolved
+    assert r["verdict"] == "within_noise" and r["unresolved"] is True and math.isnan(r["p"])
+    assert r["sd_d"] == 0.0 and r["ci_low"] == r["ci_high"] == 0.25
+    r = ST.paired(a, b, resolution=0.25)                                # exactly one image: not resolved either
+    assert r["unresolved"] is True
+    r = ST.paired(a, b, resolution=0.1)                                 # above one image: the sign decides
+    assert r["verdict"] == "holds" and r["p"] == 0.0 and r["t"] == math.inf and not r["unresolved"]
+    assert ST.paired(a, b, sign=-1, resolution=0.1)["verdict"] == "fails"
+    same = ST.paired({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5})                # d = 0: never decided
+    assert same["verdict"] == "within_noise" and same["unresolved"] is True
+
+
+def test_paired_one_seed_is_within_noise():
+    r = ST.paired({0: 90.0}, {0: 10.0})
+    assert r["n"] == 1 and r["d"] == pytest.approx(80.0) and r["verdict"] == "within_noise"
+    assert math.isnan(r["p"]) and math.isnan(r["ci_low"]) and math.isnan(r["t"]) and not r["unresolved"]
+
+
+def test_holm_on_three_p_values_by_hand():
+    # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to the running max 0.06)
+    adjusted, rejected = ST.holm([0.01, 0.04, 0.03])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06]) and rejected == [True, False, False]
+    adjusted, rejected = ST.holm([0.01, float("nan"), 0.02])        # a missing p value does not count in m
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+    assert rejected == [True, False, True]
+
+
+def test_family_keeps_a_comparison_only_where_holm_rejects_it():
+    comps = [{"p": 0.01, "verdict": "holds"}, {"p": 0.04, "verdict": "fails"}, {"p": 0.03, "verdict": "holds"}]
+    C.family(comps)
+    assert [c["verdict"] for c in comps] == ["holds", "within_noise", "within_noise"]
+    assert [c["verdict_alone"] for c in comps] == ["holds", "fails", "holds"]
+    assert [c["p_holm"] for c in comps] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_resolution_of_a_column_by_hand():
+    t = pd.DataFrame({"clean": [80.0, 50.0], "pgd": [0.1, 0.2], "fog": [0.5, 0.4]},
+                     index=pd.Index(["standard", "mtlat"], name="model"))
+    s = C.SeedScores({0: t, 1: t}, {"clean_images": 2000, "eval_images": 1000, "attack_images": 500, "severities": 5})
+    assert s.resolution("clean", "mtlat", "standard") == pytest.approx(0.05)           # 100 / 2000 points
+    assert s.resolution("pgd", "mtlat", "standard") == pytest.approx(1 / (500 * 0.5))  # the lower clean accuracy
+    assert s.resolution("fog", "mtlat", "standard") == pytest.approx(1 / (5 * 1000 * 0.5))
+    assert C.SeedScores({0: t}).resolution("pgd", "mtlat") == 0.0                       # image counts unknown
 
 
 def test_combine_and_count():
@@ -89,6 +169,32 @@ def test_claims_that_hold_fail_and_are_not_measured():
     # mixup > tlat everywhere: holds on fog and contrast, fails on the noises, jpeg and the attacks
     assert v["e"]["verdict"] == "fails" and e["counts"] == {"holds": 2, "within_noise": 0, "fails": 9}
     assert e["columns"]["fog"]["verdict"] == "holds" and e["columns"]["pgd"]["verdict"] == "fails"
+
+
+def test_claim_d_under_both_readings_of_iat():
+    # iat below mtlat everywhere (the paper's side); iat_targeted above mtlat on every column
+    shift = {"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "iat_targeted": 0.4}
+    tables = _tables(shift)
+    for k, t in tables.items():   # some seed noise on the differences, so the t intervals are finite
+        t.loc["mtlat"] += 0.002 * k * k
+    d = C.claim_d(C.SeedScores(tables))
+    r = d["measured"]["readings"]
+    assert list(r) == ["iat", "iat_targeted"]
+    assert d["verdict"] == r["iat"]["verdict"] == "holds"        # the headline stays the iat reading
+    assert d["measured"]["attacks"] is r["iat"]["attacks"]
+    assert r["iat"]["counts"] == {"holds": 6, "within_noise": 0, "fails": 0}   # 5 attacks + the clean accuracy
+    # iat_targeted: more robust than mtlat (fails on the 5 attacks), and more accurate than standard (fails)
+    assert r["iat_targeted"]["verdict"] == "fails" and r["iat_targeted"]["counts"]["fails"] == 6
+    assert set(r["iat"]["attacks"]["columns"]) == set(P.paper_attack_names())
+    assert set(r["iat"]["cw_readings"]) == set(P.attack_readings())   # reported, not counted
+    for c in r["iat"]["attacks"]["columns"].values():
+        assert {"d", "ci_low", "ci_high", "p", "n", "t", "mean_a", "mean_b", "p_holm"} <= set(c)
+    lines = C.claims_lines(C.check_claims(tables))
+    assert any("reading iat_targeted: fails" in line for line in lines)
+    # without the second reading trained, it is reported missing and the headline is unchanged
+    no_t = C.claim_d(C.SeedScores(_tables({"standard": 0.0, "mtlat": 0.2, "iat": -0.3})))
+    assert no_t["verdict"] == "holds" and no_t["measured"]["readings"]["iat_targeted"] == {
+        "verdict": "within_noise", "missing_models": ["iat_targeted"]}
 
 
 def test_claim_c_ordering_by_hand():
@@ -171,7 +277,8 @@ def test_claims_lines_read_back_from_json(tmp_path):
     report = C.check_claims(_tables({"standard": 0.0, "mtlat": 0.2, "iat": -0.3, "mixup": 0.1, "tlat": 0.05},
                                     seeds=(0,)))
     back = mio.read_json(mio.write_json(tmp_path / "claims.json", mio.json_ready(report)))
-    assert back["claims"][0]["measured"]["se"] is None
+    assert back["claims"][0]["measured"]["p"] is None
     lines = C.claims_lines(back)
-    assert lines[1].startswith("(a) within_noise") and lines[1].endswith("difference +2.00 (2 SE = n/a)")
+    assert lines[1].startswith("(a) within_noise")
+    assert lines[1].endswith("difference +2.00 [95% CI n/a, n/a], p = n/a (n = 1)")
     assert C.claims_lines(report) == lines  # NaN in memory prints the same

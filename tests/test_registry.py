@@ -145,8 +145,13 @@ def test_corruption_registry_labels_are_the_papers_columns():
 
 def test_attack_registry():
     assert list(A.ATTACKS.labels().values()) == ["pgd e=0.04", "pgd_ll e=0.04", "cw_l2", "mi_fgsm e=0.04",
-                                                 "mi_fgsm e=0.08"]
-    assert A.ATTACKS.names(kind="white-box") == ("pgd", "pgd_ll", "cw_l2")
+                                                 "mi_fgsm e=0.08", "cw_l2 kappa=50", "cw_l2 L2<=0.5"]
+    assert A.ATTACKS.names(kind="white-box") == ("pgd", "pgd_ll", "cw_l2", "cw_l2_kappa50", "cw_l2_within0.5")
+    # the paper's five columns, and CW under its two other success rules (readings of the cw_l2 run)
+    assert A.paper_attacks() == P.paper_attack_names() == ("pgd", "pgd_ll", "cw_l2", "mi_fgsm_0.04", "mi_fgsm_0.08")
+    assert P.attack_readings() == ("cw_l2_kappa50", "cw_l2_within0.5") == A.readings_of("cw_l2")
+    assert {A.family(n) for n in P.attack_readings()} == {"cw_l2"} and A.family("pgd") == "pgd"
+    assert list(A.CW_RULES) == ["any", "kappa", "within"]
     assert A.ATTACKS.names(kind="black-box") == ("mi_fgsm_0.04", "mi_fgsm_0.08")
     assert A.DISPLAY == A.ATTACKS.labels()
     assert all(A.ATTACKS[n].name == n for n in A.ATTACKS)

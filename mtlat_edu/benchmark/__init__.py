@@ -6,7 +6,8 @@ Modules (one concern each):
 * :mod:`.scores`  R = A_perturbed / A_clean (eq. 7), the wide score table, +/- marks, Table 3, differences
 * :mod:`.suite`   the runner: shared perturbed sets, batched on a device, a JSON cache that resumes
 * :mod:`.report`  Markdown tables (parts a, b, c), the heatmap, the result files
-* :mod:`.claims`  the paper's claims, each judged against the noise across training seeds
+* :mod:`.stats`   the paired test by seed, Holm's adjustment, summaries (one home for the statistics)
+* :mod:`.claims`  the paper's claims, each judged with paired tests over the training seeds
 * :mod:`.evaluation` :func:`evaluate`: trained runs (or in-memory models) of every seed -> tables, claims
 
 Typical use::

@@ -4,8 +4,9 @@ The wide score tables (:func:`~mtlat_edu.benchmark.scores.score_table`, one per 
 are summarised per model as the clean accuracy and the mean R (eq. 7) of each perturbation group:
 the 15 ImageNet-C corruptions, the 4 extra ones, the white-box attacks and the black-box attacks.
 Each summary is given as mean and standard deviation over the seeds, and each method is compared
-with a reference method (``mtlat``) by :func:`~mtlat_edu.benchmark.claims.compare` (the
-difference of the means against twice its standard error). A training step's cost comes from the
+with a reference method (``mtlat``) by :func:`~mtlat_edu.benchmark.stats.two_se` (the
+difference of the means against twice its standard error; the claims use the paired rule of
+:func:`~mtlat_edu.benchmark.stats.paired`). A training step's cost comes from the
 ``mtlat-edu bench-step`` output (:func:`read_bench_step`), measured side by side in one run.
 
     from mtlat_edu.benchmark.comparison import write_comparison
@@ -22,7 +23,7 @@ import pandas as pd
 
 from mtlat_edu.core import io as mio
 from . import parts as P
-from .claims import _stats, compare
+from .stats import summary, two_se
 from .scores import CLEAN_COLUMN
 
 GROUPS = {  # summary column -> the kind of perturbation it averages
@@ -33,7 +34,7 @@ LABELS = {CLEAN_COLUMN: "clean acc (%)", "corruptions_R": "mean R, 15 corruption
           "extra_R": "mean R, 4 extra corruptions", "white_box_R": "mean R, white-box attacks",
           "black_box_R": "mean R, black-box attacks"}
 COMPARISON_JSON, COMPARISON_MD = "comparison.json", "comparison.md"
-# a verdict of claims.compare(method, reference) read as a comparison with the reference
+# a verdict of stats.two_se(method, reference) read as a comparison with the reference
 VERDICT_WORDS = {"holds": "better", "fails": "worse", "within_noise": "within noise"}
 
 
@@ -77,19 +78,19 @@ def read_bench_step(path) -> dict:
 def compare_methods(tables: Mapping[int, pd.DataFrame], reference: str = "mtlat",
                     methods: Sequence[str] | None = None) -> dict:
     """Mean, std and n over seeds of every summary column, and each method minus ``reference``
-    (:func:`~mtlat_edu.benchmark.claims.compare` with sign +1: ``holds`` = better than the reference
+    (:func:`~mtlat_edu.benchmark.stats.two_se` with sign +1: ``holds`` = better than the reference
     beyond 2 SE, ``fails`` = worse beyond 2 SE, else ``within_noise``)."""
     summaries = {k: group_summary(t) for k, t in tables.items()}
     models = list(methods or dict.fromkeys(m for s in summaries.values() for m in s.index))
     cols = list(dict.fromkeys(c for s in summaries.values() for c in s.columns))
     values = {m: {c: [float(s.loc[m, c]) for s in summaries.values() if m in s.index and c in s.columns]
                   for c in cols} for m in models}
-    stats = {m: {c: dict(zip(("mean", "std", "n"), _stats(v))) for c, v in per.items()} for m, per in values.items()}
+    stats = {m: {c: dict(zip(("mean", "std", "n"), summary(v))) for c, v in per.items()} for m, per in values.items()}
     diffs = {}
     if reference in values:
         for m in models:
             if m != reference:
-                diffs[m] = {c: compare(values[m][c], values[reference][c]) for c in cols}
+                diffs[m] = {c: two_se(values[m][c], values[reference][c]) for c in cols}
     return {"seeds": list(tables), "reference": reference, "columns": cols, "values": values,
             "stats": stats, "vs_reference": diffs}
 

@@ -27,6 +27,7 @@ from mtlat_edu.benchmark.claims import check_claims
 from mtlat_edu.benchmark.corruption_files import corruption_file_accuracy, detect_layout, write_corruption_files
 from mtlat_edu.benchmark.report import table3_markdown, write_tables
 from mtlat_edu.benchmark.scores import REFERENCE, aggregate, score_table
+from mtlat_edu.benchmark.stats import summary
 from mtlat_edu.benchmark.suite import as_model_ref, load_model_ref, run_suite
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import resolve_device
@@ -35,6 +36,7 @@ from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, load_profile_data, run_dir
 
 CLAIMS_JSON = "claims.json"
+LOGIT_SCALE_JSON = "logit_scale.json"
 
 DEFAULT_RESULTS = "results"
 
@@ -46,7 +48,9 @@ class EvaluateResult:
     ``scores`` is the score table (the mean over the training seeds), ``std`` its standard
     deviation (NaN with one seed), ``per_seed`` the table of every seed, ``suites`` the
     :class:`~mtlat_edu.benchmark.suite.SuiteResult` of every seed (``suite``: the first one),
-    ``claims`` the verdicts of :func:`~mtlat_edu.benchmark.claims.check_claims`."""
+    ``claims`` the verdicts of :func:`~mtlat_edu.benchmark.claims.check_claims` (paired by seed,
+    judged with the evaluation's image counts), ``logit_scale`` each model's mean top-1/top-2 logit
+    gap on the clean attack images (:func:`logit_scales`, also ``logit_scale.json``)."""
 
     suite: object
     scores: object
@@ -58,6 +62,7 @@ class EvaluateResult:
     per_seed: dict = field(default_factory=dict)
     suites: dict = field(default_factory=dict)
     claims: dict = field(default_factory=dict)
+    logit_scale: dict = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -70,6 +75,17 @@ class EvaluateResult:
     @property
     def reused(self) -> int:
         return sum(s.reused for s in self.suites.values())
+
+
+def logit_scales(per_seed: Mapping[int, Mapping[str, float]]) -> dict:
+    """Each model's "logit scale" (the mean gap between its top-1 and top-2 logits on the clean
+    attack images, :func:`mtlat_edu.robustness.measure.logit_gap`) per seed and its mean and standard
+    deviation over the seeds: ``{"per_seed": {seed: {model: gap}}, "models": {model: {mean, std, n}}}``.
+    C&W's success rule asks for a margin of kappa = 50 logits (docs/attacks.md)."""
+    models = list(dict.fromkeys(m for gaps in per_seed.values() for m in gaps))
+    stats = {m: dict(zip(("mean", "std", "n"), summary([g[m] for g in per_seed.values() if m in g]))) for m in models}
+    return {"per_seed": {k: dict(v) for k, v in per_seed.items()}, "models": stats,
+            "what": "mean top-1 minus top-2 logit on the clean attack images (CW's kappa is 50)"}
 
 
 def _unique_name(name: str, path: Path, taken: set[str]) -> str:
@@ -220,10 +236,16 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     files = dict(suites[seeds[0]].files) if single else {}
     files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
     profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
-    claims = check_claims(tables, profile_info)
+    d = suites[seeds[0]].meta["data"]
+    images = {"clean_images": d["clean_images"], "eval_images": d["eval_images"],
+              "attack_images": d["attack_images"], "severities": len(tuple(severities))}
+    claims = check_claims(tables, profile_info, images)
     files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, mio.json_ready(claims))
+    logit_scale = logit_scales({k: s.meta["logit_gap"] for k, s in suites.items()})
+    files["logit_scale_json"] = mio.write_json(out_root / LOGIT_SCALE_JSON, mio.json_ready(logit_scale))
     if files_res:
         files.update(write_corruption_files(files_res, out_root, mean))
     md = (out_root / "tables.md").read_text(encoding="utf-8")
     return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
-                          per_seed=tables, suites=suites, claims=claims)
+                          per_seed=tables, suites=suites, claims=claims,
+                          logit_scale=logit_scale)

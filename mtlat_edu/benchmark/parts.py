@@ -2,7 +2,8 @@
 
 The columns are taken from the registries, never re-listed here: the 15 ImageNet-C corruptions
 (:data:`mtlat_edu.robustness.corruptions.IMAGENET_C`), the paper's four extra corruptions
-(:data:`mtlat_edu.robustness.corruptions.EXTRA`) and the five attacks (:data:`mtlat_edu.robustness.attacks.ATTACKS`).
+(:data:`mtlat_edu.robustness.corruptions.EXTRA`) and the attacks (:data:`mtlat_edu.robustness.attacks.ATTACKS`:
+the paper's five, and CW under its two other success rules, measured from the same CW run).
 
 A *part* is either a group name (``all``, ``clean``, ``corruptions``, ``imagenet_c``, ``extra``,
 ``attacks``, ``white_box``, ``black_box``) or the name of one corruption or attack. The clean
@@ -37,7 +38,19 @@ def corruption_names() -> tuple[str, ...]:
 
 
 def attack_names() -> tuple[str, ...]:
+    """Every attack column: the paper's five and the readings of CW under its other success rules."""
     return tuple(A.ATTACKS)
+
+
+def paper_attack_names() -> tuple[str, ...]:
+    """The paper's five attack columns (Table 1c), without the readings: what the claims judge."""
+    return A.paper_attacks()
+
+
+def attack_readings() -> tuple[str, ...]:
+    """The readings: attack columns counting another attack's run under another success rule
+    (``cw_l2_kappa50``, ``cw_l2_within0.5``; docs/attacks.md)."""
+    return tuple(n for n in A.ATTACKS if A.ATTACKS[n].reading_of is not None)
 
 
 def is_black_box(attack: str) -> bool:

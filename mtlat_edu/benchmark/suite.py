@@ -42,7 +42,8 @@ from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.data import ImageData
-from mtlat_edu.robustness.measure import measure_models
+from mtlat_edu.robustness import attacks as A
+from mtlat_edu.robustness.measure import logit_gap, measure_attack_columns, measure_models
 from mtlat_edu.training.checkpoints import load_checkpoint
 from . import parts as P
 from .scores import add_robustness
@@ -258,33 +259,38 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
         return cache.key(ref.identity, cell.data_id, cell.perturbation, cell.severity, len(cell.data),
                          seed, batch_size, source)
 
-    todo = [(cell, [r for r in refs if cache.get(key(r, cell)) is None]) for cell in cells]
     n_total = len(cells) * len(refs)
-    n_missing = sum(len(ms) for _, ms in todo)
+    n_missing = sum(cache.get(key(r, cell)) is None for cell in cells for r in refs)
     bar = tqdm(total=n_total, initial=n_total - n_missing, desc="benchmark", unit="cell",
                disable=not (progress and D.is_main()))
     computed = 0
     try:
-        for cell, missing in todo:
+        for group in _groups(cells):  # the white-box columns of one attack's run are measured together
+            missing = [r for r in refs if any(cache.get(key(r, cell)) is None for cell in group)]
             if not missing:
                 continue
-            bar.set_postfix_str(f"{cell.perturbation}" + (f" s{cell.severity}" if cell.severity else ""))
+            head = group[0]
+            bar.set_postfix_str(", ".join(c.perturbation for c in group) + (f" s{head.severity}" if head.severity else ""))
             t_cell = time.perf_counter()
-            correct = _measure(cell, missing, sur, seed, batch_size, dev)
+            correct = _measure(group, missing, sur, seed, batch_size, dev)
             seconds = round(time.perf_counter() - t_cell, 3)
-            for r in missing:
-                n = len(cell.data)
-                cache.put(key(r, cell), {
-                    "model_id": r.identity, "model": r.name, "kind": P.kind_of(cell.perturbation),
-                    "perturbation": cell.perturbation, "severity": cell.severity, "n_images": n,
-                    "correct": int(correct[r.name]), "accuracy": int(correct[r.name]) / n, "seed": seed,
-                    "batch_size": batch_size, "seconds_for_all_models": seconds,
-                })
+            for cell in group:
+                for r in missing:
+                    n = len(cell.data)
+                    c = int(correct[cell.perturbation][r.name])
+                    cache.put(key(r, cell), {
+                        "model_id": r.identity, "model": r.name, "kind": P.kind_of(cell.perturbation),
+                        "perturbation": cell.perturbation, "severity": cell.severity, "n_images": n,
+                        "correct": c, "accuracy": c / n, "seed": seed,
+                        "batch_size": batch_size, "seconds_for_all_models": seconds,
+                    })
             cache.save()
-            computed += len(missing)
-            bar.update(len(missing))
+            computed += len(missing) * len(group)
+            bar.update(len(missing) * len(group))
     finally:
         bar.close()
+    logit_gaps = {r.name: logit_gap(r.model, attack_set if attack_set is not None else eval_set,
+                                    batch_size=batch_size, device=dev) for r in refs}
 
     rows = []
     for cell in cells:
@@ -308,6 +314,7 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
         "batch_size": batch_size, "device": str(dev), "parts": list(parts) if parts is not None else ["all"],
         "perturbations": list(sel.perturbations), "skipped": dict(sel.skipped),
         "computed_cells": computed, "reused_cells": n_total - computed,
+        "logit_gap": logit_gaps,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     files: dict[str, Path] = {}
@@ -326,11 +333,33 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return json.loads(df.to_json(orient="records"))
 
 
-def _measure(cell: _Cell, models: list[ModelRef], surrogate: ModelRef | None, seed: int,
-             batch_size: int, device: torch.device) -> dict[str, int]:
-    """Correct predictions of each model on one cell, the perturbed batches shared by all models
-    (:func:`mtlat_edu.robustness.measure.measure_models`; sharded under torchrun)."""
-    counts = measure_models([r.model for r in models], cell.data, cell.perturbation, cell.severity, seed=seed,
-                            batch_size=batch_size, device=device,
-                            surrogate=surrogate.model if surrogate is not None else None)
-    return {r.name: c for r, c in zip(models, counts)}
+def _groups(cells: list[_Cell]) -> list[list[_Cell]]:
+    """The cells in order, the white-box attack columns of one attack's run (an attack and its
+    readings, :func:`mtlat_edu.robustness.attacks.family`) gathered into one group."""
+    groups: list[list[_Cell]] = []
+    where: dict[str, list[_Cell]] = {}
+    for cell in cells:
+        white = cell.perturbation in A.ATTACKS and not cell.black_box
+        if white and A.family(cell.perturbation) in where:
+            where[A.family(cell.perturbation)].append(cell)
+            continue
+        groups.append([cell])
+        if white:
+            where[A.family(cell.perturbation)] = groups[-1]
+    return groups
+
+
+def _measure(group: list[_Cell], models: list[ModelRef], surrogate: ModelRef | None, seed: int,
+             batch_size: int, device: torch.device) -> dict[str, dict[str, int]]:
+    """``{perturbation: {model: correct}}`` of one group of cells, the perturbed batches shared by
+    all models (:func:`mtlat_edu.robustness.measure.measure_models`; sharded under torchrun); the
+    white-box columns of one attack's run from one run (:func:`~mtlat_edu.robustness.measure.measure_attack_columns`)."""
+    cell = group[0]
+    if cell.perturbation in A.ATTACKS and not cell.black_box:
+        counts = measure_attack_columns([r.model for r in models], cell.data, [c.perturbation for c in group],
+                                        seed=seed, batch_size=batch_size, device=device)
+    else:
+        counts = {cell.perturbation: measure_models(
+            [r.model for r in models], cell.data, cell.perturbation, cell.severity, seed=seed, batch_size=batch_size,
+            device=device, surrogate=surrogate.model if surrogate is not None else None)}
+    return {p: {r.name: c for r, c in zip(models, per)} for p, per in counts.items()}

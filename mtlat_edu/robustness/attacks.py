@@ -33,7 +33,7 @@ what CW returns where it fails) are explained in ``docs/attacks.md``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping
 
@@ -175,21 +175,38 @@ def _atanh_space(x: torch.Tensor) -> torch.Tensor:
     return torch.atanh((2 * x - 1) * (1 - 1e-6))
 
 
-def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: float = 50.0,
-          c: float = 1.0, lr: float = 0.01) -> torch.Tensor:
+@dataclass
+class CWRun:
+    """What one run of :func:`cw_l2_run` records per image, for every success rule (docs/attacks.md).
+
+    ``clean``: the images attacked; ``best``: the misclassified iterate with the smallest L2
+    distortion (the final iterate where none was misclassified); ``l2``: its L2 distance
+    ``||best - x||_2`` (inf where none); ``margin``: the largest margin ``max_{i != y} Z_i - Z_y``
+    reached over the iterates; ``best_kappa``: the iterate of smallest L2 among those whose margin
+    exceeds ``kappa`` (the clean image where none did); ``kappa``: the confidence of the run."""
+
+    clean: torch.Tensor
+    best: torch.Tensor
+    l2: torch.Tensor
+    margin: torch.Tensor
+    best_kappa: torch.Tensor
+    kappa: float
+
+
+def cw_l2_run(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: float = 50.0,
+              c: float = 1.0, lr: float = 0.01) -> CWRun:
     """Untargeted Carlini-Wagner L2 attack (Carlini and Wagner, "Towards evaluating the robustness
     of neural networks", IEEE S&P 2017), the paper's white-box L2 attack (section 4.1: 40 iterations,
-    confidence 50).
+    confidence 50), recording what each success rule needs (:class:`CWRun`).
 
     The adversarial image is parametrised as ``x_adv = (tanh(w) + 1) / 2`` (always inside [0, 1]),
     ``w`` starts at the clean image, and Adam (learning rate ``lr``) minimises per sample
     ``||x_adv - x||_2^2 + c * max(Z_y - max_{i != y} Z_i, -kappa)`` with ``kappa = confidence``
-    and ``Z`` the logits (:func:`cw_margin`).
+    and ``Z`` the logits (:func:`cw_margin`). Every iterate (the start and the one after each of the
+    ``steps`` updates) is evaluated before it is updated, as in Carlini and Wagner's code.
 
     A single constant ``c`` is used, without Carlini and Wagner's binary search over ``c`` (40
-    iterations leave no room for several restarts). For every sample the misclassified iterate with
-    the smallest L2 distortion is returned; a sample never misclassified gets the final iterate.
-    There is no randomness.
+    iterations leave no room for several restarts). There is no randomness.
     """
     _check_batch(model, x, y)
     _check_steps(steps)
@@ -204,6 +221,9 @@ def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: 
         best = x.clone()
         best_l2 = torch.full((n,), float("inf"), device=x.device)
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        best_kappa = x.clone()
+        kappa_l2 = torch.full((n,), float("inf"), device=x.device)
+        margin = torch.full((n,), float("-inf"), device=x.device)
         x_adv = x
         for i in range(steps + 1):
             x_adv = ((torch.tanh(w) + 1) / 2).clamp(0.0, 1.0)
@@ -211,19 +231,57 @@ def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: 
             logits = model(x_adv).float()
             if i == 0:
                 _check_classes(y, logits)
-            # keep the smallest-L2 misclassified iterate of each sample
             with torch.no_grad():
+                # keep the smallest-L2 misclassified iterate of each sample (the rule "any")
                 better = (logits.argmax(dim=1) != y) & (l2 < best_l2)
                 best = torch.where(better[:, None, None, None], x_adv, best)
                 best_l2 = torch.where(better, l2, best_l2)
                 found |= better
+                # C&W's own rule: Z_y + kappa below the best other logit; keep the smallest-L2 such iterate
+                m = -cw_margin(logits, y, float("inf"))
+                margin = torch.maximum(margin, m)
+                better_k = (m > confidence) & (l2 < kappa_l2)
+                best_kappa = torch.where(better_k[:, None, None, None], x_adv, best_kappa)
+                kappa_l2 = torch.where(better_k, l2, kappa_l2)
             if i == steps:  # the last iterate is evaluated, not updated
                 break
             loss = (l2 + c * cw_margin(logits, y, confidence)).sum()
             (w.grad,) = torch.autograd.grad(loss, w)
             optimizer.step()
         final = x_adv.detach()
-    return torch.where(found[:, None, None, None], best, final).detach()
+    return CWRun(clean=x, best=torch.where(found[:, None, None, None], best, final).detach(), l2=best_l2.sqrt(),
+                 margin=margin, best_kappa=best_kappa.detach(), kappa=float(confidence))
+
+
+def cw_l2(model, x: torch.Tensor, y: torch.Tensor, steps: int = 40, confidence: float = 50.0,
+          c: float = 1.0, lr: float = 0.01) -> torch.Tensor:
+    """The CW-L2 attack of :func:`cw_l2_run` under the success rule "any" (the ``cw_l2`` column):
+    for every sample the misclassified iterate with the smallest L2 distortion is returned; a
+    sample never misclassified gets the final iterate."""
+    return cw_l2_run(model, x, y, steps, confidence, c, lr).best
+
+
+def _where(ok: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(ok[:, None, None, None], a, b)
+
+
+# How a CW run counts a success: name -> ``fn(run: CWRun, **rule_kwargs)`` -> the images returned
+# (the successful iterate of the rule, else the clean image: a failed attack leaves the image as it was).
+CW_RULES = Registry("cw_rule")
+CW_RULES.add("any", lambda run: run.best, label="any misclassification",
+             description="an iterate counts when it is misclassified, at any distance (the cw_l2 column)")
+CW_RULES.add("kappa", lambda run: _where(run.margin > run.kappa, run.best_kappa, run.clean), label="C&W's margin",
+             description="an iterate counts when max_{i != y} Z_i - Z_y > kappa (Carlini and Wagner's code)")
+CW_RULES.add("within", lambda run, bound: _where(run.l2 <= bound, run.best, run.clean), label="within an L2 bound",
+             description="an iterate counts when it is misclassified within the L2 distance bound")
+CW_BOUND = 0.5  # RobustBench's CIFAR-10 L2 threat model (images in [0, 1], 32 x 32 x 3), chosen before results
+
+
+def cw_l2_rule(model, x: torch.Tensor, y: torch.Tensor, rule: str = "any", steps: int = 40,
+               confidence: float = 50.0, c: float = 1.0, lr: float = 0.01, **rule_kwargs) -> torch.Tensor:
+    """The images :func:`cw_l2_run` returns under the success rule ``rule`` of :data:`CW_RULES`
+    (``bound=`` for "within"): the rule's successful iterate, else the clean image."""
+    return CW_RULES.lookup(rule, "rule")(cw_l2_run(model, x, y, steps, confidence, c, lr), **rule_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +329,9 @@ class AttackSpec:
 
     ``kwargs`` are passed to ``fn(model, x, y, **kwargs)`` (read-only); ``black_box`` attacks are
     crafted on a surrogate model; ``randomized`` attacks take a ``generator`` for their random start.
+    A *reading* (``reading_of``: the attack it reads) is the same attack run counted under another
+    success rule (``rule_kwargs``: the rule and its settings, passed to :data:`CW_RULES`), so it
+    costs no attack of its own when measured with it (:func:`run_attacks`).
     """
 
     name: str
@@ -278,9 +339,12 @@ class AttackSpec:
     kwargs: Mapping
     black_box: bool = False
     randomized: bool = False
+    reading_of: str | None = None   # another success rule of this attack's run (``rule_kwargs``)
+    rule_kwargs: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
+        object.__setattr__(self, "rule_kwargs", MappingProxyType(dict(self.rule_kwargs)))
 
 
 # kind: "white-box" (crafted on the model attacked) or "black-box" (crafted on a surrogate, section 4.1)
@@ -297,12 +361,20 @@ _add(AttackSpec("pgd", pgd, {"eps": 0.04, "steps": 10}, black_box=False, randomi
      "untargeted L-inf PGD (Madry et al. 2018), eps = 0.04, 10 it.")
 _add(AttackSpec("pgd_ll", pgd_ll, {"eps": 0.04, "steps": 10}, black_box=False, randomized=True), "pgd_ll e=0.04",
      "targeted PGD to the least-likely class (Kurakin et al. 2017)")
-_add(AttackSpec("cw_l2", cw_l2, {"steps": 40, "confidence": 50.0, "c": 1.0, "lr": 0.01}, black_box=False), "cw_l2",
-     "Carlini-Wagner L2 (2017), 40 iterations, confidence 50")
+_CW = {"steps": 40, "confidence": 50.0, "c": 1.0, "lr": 0.01}
+_add(AttackSpec("cw_l2", cw_l2, _CW, black_box=False), "cw_l2",
+     "Carlini-Wagner L2 (2017), 40 iterations, confidence 50; success: any misclassification")
 _add(AttackSpec("mi_fgsm_0.04", mi_fgsm, {"eps": 0.04, "steps": 10, "decay": 1.0}, black_box=True), "mi_fgsm e=0.04",
      "MI-FGSM (Dong et al. 2018), eps = 0.04, 10 it., decay 1.0")
 _add(AttackSpec("mi_fgsm_0.08", mi_fgsm, {"eps": 0.08, "steps": 10, "decay": 1.0}, black_box=True), "mi_fgsm e=0.08",
      "MI-FGSM, eps = 0.08")
+
+# The CW column under C&W's own success rule and within an L2 bound (readings of the same run, docs/attacks.md)
+_add(AttackSpec("cw_l2_kappa50", cw_l2_rule, _CW, reading_of="cw_l2", rule_kwargs={"rule": "kappa"}),
+     "cw_l2 kappa=50", "the cw_l2 run; success: margin max_{i != y} Z_i - Z_y > kappa = 50 (C&W's rule)")
+_add(AttackSpec(f"cw_l2_within{CW_BOUND}", cw_l2_rule, _CW, reading_of="cw_l2",
+                rule_kwargs={"rule": "within", "bound": CW_BOUND}),
+     f"cw_l2 L2<={CW_BOUND}", f"the cw_l2 run; success: misclassified within L2 distance {CW_BOUND}")
 
 # the column titles of Table 1c
 DISPLAY: dict[str, str] = ATTACKS.labels()
@@ -327,7 +399,43 @@ def run_attack(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=Non
             raise ValueError(f"surrogate: the black-box attack {name!r} is crafted on a surrogate model "
                              "(the paper: a VGG trained on the same training set); pass surrogate=...")
         source = surrogate
-    kwargs = dict(spec.kwargs)
+    kwargs = {**spec.kwargs, **spec.rule_kwargs}
     if spec.randomized:
         kwargs["generator"] = generator
     return spec.fn(source, x, y, **kwargs)
+
+
+def paper_attacks() -> tuple[str, ...]:
+    """The paper's five attacks (Table 1c), in registry order: every attack that is no reading."""
+    return tuple(n for n in ATTACKS if ATTACKS[n].reading_of is None)
+
+
+def readings_of(name: str) -> tuple[str, ...]:
+    """The readings of the attack ``name`` (its other success rules), in registry order."""
+    return tuple(n for n in ATTACKS if ATTACKS[n].reading_of == name)
+
+
+def family(name: str) -> str:
+    """The attack whose run a column reads: itself, or the attack it is a reading of."""
+    return get_attack(name).reading_of or name
+
+
+def run_attacks(names, model, x: torch.Tensor, y: torch.Tensor, surrogate=None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """``{name: adversarial images}`` for white-box columns of one :func:`family`, from ONE run of
+    that attack: ``cw_l2`` and its readings share a :func:`cw_l2_run` (each rule picks its images,
+    :data:`CW_RULES`); any other single attack is :func:`run_attack`."""
+    names = tuple(names)
+    bases = {family(n) for n in names}
+    if len(bases) != 1:
+        raise ValueError(f"names: columns of one attack's run expected, got {', '.join(names)} "
+                         f"(runs of {', '.join(sorted(bases))})")
+    base = bases.pop()
+    if base != "cw_l2" or len(names) == 1:
+        return {n: run_attack(n, model, x, y, surrogate, generator) for n in names}
+    run = cw_l2_run(model, x, y, **get_attack(base).kwargs)
+    out = {}
+    for n in names:
+        rule_kwargs = dict(get_attack(n).rule_kwargs) or {"rule": "any"}
+        out[n] = CW_RULES.lookup(rule_kwargs.pop("rule"), "rule")(run, **rule_kwargs)
+    return out

@@ -203,12 +203,14 @@ def measure_models(models: Sequence[torch.nn.Module], data: ImageData, perturbat
     the counts are summed over the ranks.
     """
     check_choice(perturbation, "perturbation", perturbation_names())
+    if perturbation in A.ATTACKS and not A.ATTACKS[perturbation].black_box:
+        return measure_attack_columns(models, data, (perturbation,), seed=seed, batch_size=batch_size,
+                                      device=device)[perturbation]
     if not isinstance(data, ImageData):
         raise ValueError(f"data: expected an ImageData, got {type(data).__name__}")
     check_int(batch_size, "batch_size")
     check_int(seed, "seed", 0)
-    black_box = perturbation in A.ATTACKS and A.ATTACKS[perturbation].black_box
-    white_box = perturbation in A.ATTACKS and not black_box
+    black_box = perturbation in A.ATTACKS
     if black_box and surrogate is None:
         raise ValueError(f"surrogate: the black-box attack {perturbation!r} is crafted on a surrogate model "
                          "(the paper: a VGG trained on the same training set); pass surrogate=...")
@@ -225,12 +227,57 @@ def measure_models(models: Sequence[torch.nn.Module], data: ImageData, perturbat
             x = A.run_attack(perturbation, surrogate, x, y, surrogate=surrogate,
                              generator=torch.Generator().manual_seed(batch_seed))
         for i, model in enumerate(models):
-            x_i = x
-            if white_box:
-                x_i = A.run_attack(perturbation, model, x, y, generator=torch.Generator().manual_seed(batch_seed))
-            correct[i] += count_correct(model, x_i, y)
+            correct[i] += count_correct(model, x, y)
     D.all_reduce_sum(correct)
     return [int(c) for c in correct.tolist()]
+
+
+def measure_attack_columns(models: Sequence[torch.nn.Module], data: ImageData, names: Sequence[str], *,
+                           seed: int = 0, batch_size: int = 256, device=None) -> dict[str, list[int]]:
+    """``{column: correct counts per model}`` for white-box attack columns of one attack's run
+    (:func:`mtlat_edu.robustness.attacks.family`: an attack and its readings, e.g. ``cw_l2`` and
+    ``cw_l2_kappa50``): the attack runs ONCE per model and batch, and each column counts the images
+    its success rule returns (:func:`mtlat_edu.robustness.attacks.run_attacks`). Batch ``b`` draws
+    its randomness from a generator seeded by ``(seed, attack, 0, b)`` (:func:`measure_models`)."""
+    names = tuple(names)
+    for name in names:
+        check_choice(name, "perturbation", A.ATTACKS.names(kind="white-box"))
+    if not isinstance(data, ImageData):
+        raise ValueError(f"data: expected an ImageData, got {type(data).__name__}")
+    check_int(batch_size, "batch_size")
+    check_int(seed, "seed", 0)
+    base = A.family(names[0]) if names else None
+    device = resolve_device(device)
+    correct = torch.zeros(len(names), len(models), dtype=torch.int64, device=device)
+    n = len(data)
+    for b in D.shard(math.ceil(n / batch_size)):
+        x = data.float_images(slice(b * batch_size, (b + 1) * batch_size), device)
+        y = data.labels[b * batch_size:(b + 1) * batch_size].to(device)
+        batch_seed = _seed_of(seed, base, 0, b)
+        for i, model in enumerate(models):
+            images = A.run_attacks(names, model, x, y, generator=torch.Generator().manual_seed(batch_seed))
+            for j, name in enumerate(names):
+                correct[j, i] += count_correct(model, images[name], y)
+    D.all_reduce_sum(correct)
+    return {name: [int(c) for c in row] for name, row in zip(names, correct.tolist())}
+
+
+def logit_gap(model: torch.nn.Module, data: ImageData, *, batch_size: int = 256, device=None) -> float:
+    """The model's "logit scale": the mean over ``data`` of the gap between its top-1 and top-2
+    logits on the clean images (eval mode, float32). C&W's success rule asks the best other class
+    to beat the true one by ``kappa = 50`` logits (docs/attacks.md): this says how far that is."""
+    if not isinstance(data, ImageData):
+        raise ValueError(f"data: expected an ImageData, got {type(data).__name__}")
+    check_int(batch_size, "batch_size")
+    device = resolve_device(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    n = len(data)
+    for b in D.shard(math.ceil(n / batch_size)):
+        x = data.float_images(slice(b * batch_size, (b + 1) * batch_size), device)
+        with eval_mode(model), torch.no_grad():
+            top = model(x).float().topk(2, dim=1).values
+        total += (top[:, 0] - top[:, 1]).double().sum()
+    return float(D.all_reduce_sum(total).item()) / n
 
 
 def measure_cell(model: torch.nn.Module, data: ImageData, perturbation: str = CLEAN, severity: int = 0, *,

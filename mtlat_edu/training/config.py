@@ -21,13 +21,13 @@ from mtlat_edu.core.checks import check_choice, check_int, check_positive, check
 from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
 from mtlat_edu.models import MODELS, mix_layer_count
 from mtlat_edu.paper.methods import ADVERSARIAL, METHODS, MethodConfig
-from mtlat_edu.robustness.attacks import ATTACKS
+from mtlat_edu.robustness.attacks import ATTACKS, paper_attacks
 from mtlat_edu.robustness.corruptions import CORRUPTIONS
 
 PAPER_EPOCHS = 90
 PAPER_MILESTONES = (30, 60, 80)
 FAST_PATH = ("auto", "on", "off")
-TRACK_ATTACKS = ATTACKS.names(kind="white-box")  # the benchmark's white-box attacks: pgd, pgd_ll, cw_l2
+TRACK_ATTACKS = tuple(n for n in ATTACKS.names(kind="white-box") if n in paper_attacks())  # pgd, pgd_ll, cw_l2
 TRACK_SEVERITY = 3          # severity of the optional tracked corruption
 _METHOD = MethodConfig()    # the methods' defaults (the paper's, section 4.2): the one source of them
 # TrainConfig fields that are MethodConfig's (copied into it by ``method_config``; validated there, once)
