@@ -228,11 +228,11 @@ def test_suite_resumes_after_interruption(tiny, tmp_path, monkeypatch):
               batch_size=4, device="cpu", progress=False)
     real, seen = suite._measure, []
 
-    def flaky(cell, *args, **kwargs):
+    def flaky(group, *args, **kwargs):  # a group of cells measured together (one cell here)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        seen.append(cell.perturbation)
-        return real(cell, *args, **kwargs)
+        seen.append(group[0].perturbation)
+        return real(group, *args, **kwargs)
 
     monkeypatch.setattr(suite, "_measure", flaky)
     with pytest.raises(KeyboardInterrupt):

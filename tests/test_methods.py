@@ -122,3 +122,81 @@ def test_iat_targeted_is_iat_with_the_targeted_step_of_mtlat():
     ce = nn.functional.cross_entropy
     assert ce(model(x_adv), y_t, reduction="none").le(ce(model(x[8:]), y_t, reduction="none") + 1e-6).all()
     assert "iat_targeted" in ADVERSARIAL
+
+
+# ---------------------------------------------------------------------------------------------
+# the target rule that excludes the couple's classes (random_unmixed; docs/claims.md, "Target rule")
+
+
+def test_random_allowed_targets_by_hand():
+    from mtlat_edu.paper.adversarial import random_allowed_targets
+    allowed = torch.tensor([[False, True, False, True, True], [True, False, False, False, False],
+                            [True, True, True, True, True]])
+    t = random_allowed_targets(allowed, generator=torch.Generator().manual_seed(5))
+    u = torch.rand(3, generator=torch.Generator().manual_seed(5))   # the one uniform draw per row
+    allowed_classes = [[1, 3, 4], [0], [0, 1, 2, 3, 4]]
+    assert t.tolist() == [row[int(v * len(row))] for row, v in zip(allowed_classes, u.tolist())]
+
+
+def test_unmixed_targets_never_hit_the_couple_and_are_uniform_over_the_rest():
+    from mtlat_edu.paper.adversarial import TARGET_SELECTION
+    n, b = 10, 9000
+    y = torch.full((b,), 2)
+    mixed = torch.zeros(b, n)
+    mixed[:, 2], mixed[:, 7] = 0.3, 0.7                  # every couple: classes 2 and 7
+    mixed[b // 2:, 7], mixed[b // 2:, 2] = 0.0, 1.0      # second half: both images of class 2
+    rule = TARGET_SELECTION["random_unmixed"]
+    t = rule(None, None, y, n, torch.Generator().manual_seed(0), mixed=mixed)
+    first, second = torch.bincount(t[:b // 2], minlength=n), torch.bincount(t[b // 2:], minlength=n)
+    assert first[2] == first[7] == 0 and second[2] == 0                        # never a class of the couple
+    assert (first[[0, 1, 3, 4, 5, 6, 8, 9]] > 0).all() and (second[[0, 1, 3, 4, 5, 6, 7, 8, 9]] > 0).all()
+    # uniform: 4500 / 8 = 562.5 and 4500 / 9 = 500 per allowed class, sd about 22: within 5 sd
+    assert ((first[first > 0] - 562.5).abs() < 115).all() and ((second[second > 0] - 500).abs() < 110).all()
+    # without Mixup (mixed None) the rule excludes the true class only
+    t = rule(None, None, torch.arange(b) % n, n, torch.Generator().manual_seed(1))
+    assert not (t == torch.arange(b) % n).any() and len(set(t.tolist())) == n
+
+
+def test_default_random_targets_draw_as_before():
+    """target="random" draws y_target ~ U{0..N-1} with one randint after Algorithm 1's lambda, pairing and
+    eps draws: the very numbers of the rule before random_unmixed existed (the running runs stay comparable)."""
+    from mtlat_edu.paper.adversarial import sample_eps
+    from mtlat_edu.paper.mixup import random_pairs
+    model, x, y = TinyNoBN(), torch.rand(16, 3, 8, 8), torch.arange(16) % 10
+    cfg = MethodConfig(num_classes=10)
+    ex = mtlat_couples(model, x, y, cfg, torch.Generator().manual_seed(4))[4]
+    g = torch.Generator().manual_seed(4)
+    random_pairs(8, cfg.alpha, generator=g), random_pairs(8, cfg.alpha, generator=g), sample_eps(8, generator=g)
+    assert torch.equal(ex["y_target"], torch.randint(0, 10, (8,), generator=g))
+
+
+@pytest.mark.parametrize("name", ["mtlat", "mtlat_pgd", "manifold_mtlat", "iat_targeted", "tlat"])
+def test_unmixed_rule_in_the_methods(name):
+    from mtlat_edu.paper import methods as Mth
+    from mtlat_edu.models import build_model
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10)
+    x, y = torch.rand(64, 3, 32, 32), torch.arange(64) % 10
+    cfg = MethodConfig(num_classes=10, target="random_unmixed")
+    seen = []
+    rule = Mth.TARGET_SELECTION["random_unmixed"]
+    Mth.TARGET_SELECTION["random_unmixed"] = lambda *a, **k: seen.append((a, k, rule(*a, **k))) or seen[-1][2]
+    try:
+        loss = get_method(name)(model, x, y, cfg, torch.Generator().manual_seed(2))
+    finally:
+        Mth.TARGET_SELECTION["random_unmixed"] = rule
+    assert torch.isfinite(loss) and len(seen) == 1
+    (args, kwargs, t) = seen[0]
+    ya, mixed = args[2], kwargs["mixed"]
+    if name == "tlat":   # no Mixup: the true class is the one excluded
+        assert mixed is None and not (t == ya).any()
+    else:                # the couple's Mixup labels: neither class of the couple is ever the target
+        assert mixed.shape == (32, 10) and (mixed.gather(1, t[:, None]) == 0).all()
+        assert (mixed > 0).sum(1).max() == 2
+
+
+def test_target_rule_flows_through_config_and_cli():
+    from mtlat_edu import cli
+    assert TrainConfig(target="random_unmixed").validate().method_config(10).target == "random_unmixed"
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "--target", "random_unmixed"]).target == "random_unmixed"

@@ -167,7 +167,8 @@ def test_other_registries():
     assert list(data.DATASETS) == ["cifar10", "imagefolder", "imagenet100", "synthetic"]
     assert data.DATASETS.names(kind="generated") == ("synthetic",)
     assert list(data.AUGMENTATIONS) == ["none", "flipcrop"]
-    assert list(TARGET_SELECTION) == ["random", "random_other", "least_likely"]
+    assert list(TARGET_SELECTION) == ["random", "random_other", "least_likely", "random_unmixed"]
+    assert TARGET_SELECTION.names(kind="couple") == ("random_unmixed",)
     assert list(profiles.PROFILES) == ["smoke", "cpu", "cpu_short", "cifar10", "paper"]
     assert profiles.PROFILES.entry("smoke").description == profiles.PROFILES["smoke"].description != ""
 
@@ -176,9 +177,9 @@ def test_other_registries():
     (lambda: methods.get_method("mtalt"), "method: unknown name 'mtalt'; valid names: standard, mixup, fgsm, "
                                           "target_fgsm, ls, tlat, iat, iat_targeted, mtlat, mtlat_pgd, manifold_mtlat"),
     (lambda: methods.MethodConfig(target="farthest"),
-     "target: unknown name 'farthest'; valid names: random, random_other, least_likely"),
+     "target: unknown name 'farthest'; valid names: random, random_other, least_likely, random_unmixed"),
     (lambda: A.get_attack("fgsm"), "attack: unknown name 'fgsm'; valid names: pgd, pgd_ll, cw_l2, mi_fgsm_0.04, "
-                                   "mi_fgsm_0.08"),
+                                   "mi_fgsm_0.08, cw_l2_kappa50, cw_l2_within0.5"),
     (lambda: C.corrupt(None, "smog", 3), "name: unknown name 'smog'; valid names: gaussian_noise, shot_noise, "),
     (lambda: models.build_model("vit"), "model: unknown name 'vit'; valid names: resnet18, preact_resnet18, "),
     (lambda: data.load_dataset("mnist", "train"), "dataset: unknown name 'mnist'; valid names: cifar10, "
@@ -208,7 +209,8 @@ def _train_options() -> dict[str, argparse.Action]:
 
 def test_cli_choices_come_from_the_registries():
     opts = _train_options()
-    assert list(opts["--target"].choices) == ["random", "random_other", "least_likely"] == list(TARGET_SELECTION)
+    assert list(opts["--target"].choices) == ["random", "random_other", "least_likely", "random_unmixed"] \
+        == list(TARGET_SELECTION)
     assert list(opts["--method"].choices) == list(methods.METHODS)
     assert list(opts["--model"].choices) == list(models.MODELS)
     assert list(opts["--dataset"].choices) == list(data.DATASETS)
@@ -224,4 +226,4 @@ def test_cli_bad_target_lists_the_registered_ones(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--target: invalid choice: 'farthest'" in err
-    assert "'random', 'random_other', 'least_likely'" in err
+    assert "'random', 'random_other', 'least_likely', 'random_unmixed'" in err

@@ -59,14 +59,45 @@ def least_likely_targets(model, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmin(dim=1)
 
 
-# How the training attacks pick ``y_target``: name -> ``fn(model, x, y, num_classes, generator)``.
+def random_allowed_targets(allowed: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One class per row of the (B, N) bool mask ``allowed``, uniform over that row's allowed classes
+    (each row must allow at least one): ``u ~ U[0, 1)``, the ``floor(u * k)``-th allowed class of
+    the row's ``k``. One uniform draw per row from ``generator``."""
+    device = generator.device if generator is not None else allowed.device
+    k = allowed.sum(dim=1)
+    u = torch.rand(allowed.shape[0], generator=generator, device=device).to(allowed.device)
+    pick = torch.minimum((u * k).long(), k - 1)                       # the pick-th allowed class (0-based)
+    return (allowed.long().cumsum(dim=1) > pick[:, None]).long().argmax(dim=1)
+
+
+def unmixed_targets(y: torch.Tensor, num_classes: int, mixed: torch.Tensor | None = None, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """``y_target`` uniform over the classes that are *not* in the couple: the classes carrying
+    label mass in the couple's Mixup label ``mixed`` (B, N) (both classes of a mixed couple, one
+    when both images share it), or, for a method without Mixup (``mixed`` None), the true class
+    ``y``. So every target pushes towards a class the label does not already hold."""
+    if mixed is None:
+        taken = torch.nn.functional.one_hot(y, num_classes).bool()
+    else:
+        taken = mixed > 0
+    return random_allowed_targets(~taken, generator=generator)
+
+
+# How the training attacks pick ``y_target``: name -> ``fn(model, x, y, num_classes, generator, mixed=None)``,
+# ``mixed``: the couples' Mixup labels (B, N) where the method mixes before or after the attack (kind "couple":
+# the rule reads them). The default, "random", is Algorithm 1's.
 TARGET_SELECTION = Registry("target")
-TARGET_SELECTION.add("random", lambda model, x, y, n, g: random_targets(y, n, generator=g),
+TARGET_SELECTION.add("random", lambda model, x, y, n, g, mixed=None: random_targets(y, n, generator=g),
                      description="y_target ~ U{0..N-1}, as Algorithm 1 draws it")
-TARGET_SELECTION.add("random_other", lambda model, x, y, n, g: random_targets(y, n, exclude_true=True, generator=g),
+TARGET_SELECTION.add("random_other", lambda model, x, y, n, g, mixed=None:
+                     random_targets(y, n, exclude_true=True, generator=g),
                      description="uniform over the N-1 classes other than the true one")
-TARGET_SELECTION.add("least_likely", lambda model, x, y, n, g: least_likely_targets(model, x),
+TARGET_SELECTION.add("least_likely", lambda model, x, y, n, g, mixed=None: least_likely_targets(model, x),
                      description="the class the model finds least likely (Kurakin et al.)")
+TARGET_SELECTION.add("random_unmixed", lambda model, x, y, n, g, mixed=None:
+                     unmixed_targets(y, n, mixed, generator=g), kind="couple",
+                     description="uniform over the classes outside the mixed couple (the true class "
+                                 "without Mixup)")
 
 
 def input_gradient(model, x: torch.Tensor, target: torch.Tensor, *, check_classes: bool = False) -> torch.Tensor:

@@ -48,7 +48,8 @@ How a batch is used (our reading of section 3.2 and Algorithm 1, documented in d
 * ``lam`` and ``eps`` are drawn per couple, as Algorithm 1 draws them (``per_batch=True`` draws
   one of each per batch). ``eps ~ U[0, eps_max]`` with ``eps_max = 0.025`` (section 4.2).
 * ``y_target ~ U{0..N-1}`` (Algorithm 1; ``target="random_other"`` excludes the true class,
-  ``"least_likely"`` uses the model's least likely class).
+  ``"least_likely"`` uses the model's least likely class, ``"random_unmixed"`` excludes both classes
+  of the mixed couple, or the true class in a method without Mixup; docs/claims.md, "Target rule").
 * The perturbation is crafted with the model in its training mode, on the same weights
   (Algorithm 1 uses the current theta).
 """
@@ -148,8 +149,15 @@ def _eps(n, cfg: MethodConfig, g, device):
     return sample_eps(n, cfg.eps_max, per_batch=cfg.per_batch, generator=g, device=device, validate=False).to(device)
 
 
-def _targets(model, x, y, cfg: MethodConfig, g):
-    return TARGET_SELECTION[cfg.target](model, x, y, cfg.num_classes, g)
+def _targets(model, x, y, cfg: MethodConfig, g, mixed=None):
+    """``y_target`` by the rule ``cfg.target``; ``mixed``: the couples' Mixup labels (read by
+    ``random_unmixed``, which never draws a class of the couple)."""
+    return TARGET_SELECTION[cfg.target](model, x, y, cfg.num_classes, g, mixed=mixed)
+
+
+def _needs_couples(cfg: MethodConfig) -> bool:
+    """Whether the target rule reads the couples' labels (kind "couple": ``random_unmixed``)."""
+    return TARGET_SELECTION.kind(cfg.target) == "couple"
 
 
 def two_part_loss(model, x_clean, t_clean, x_adv, t_adv) -> torch.Tensor:
@@ -248,6 +256,13 @@ def iat_targeted_method(model, x, y, cfg: MethodConfig, g=None):
     n = cfg.num_classes
     x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)
     eps = _eps(xa.shape[0], cfg, g, x.device)
+    if _needs_couples(cfg):  # the couples are drawn before the target, which avoids image i's couple's classes
+        lam2, p2 = random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
+                                validate=False)
+        ya1 = one_hot(ya, n, validate=False)
+        y_mix2 = interpolate(ya1, ya1[p2], lam2)
+        x_adv = targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g, mixed=y_mix2), eps, validate=False)
+        return two_part_loss(model, x_mix1, y_mix1, interpolate(x_adv, x_adv[p2], lam2), y_mix2)
     x_adv = targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g), eps, validate=False)
     x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n, validate=False), cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
@@ -265,7 +280,7 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=targeted_fgsm):
     x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)             # Algorithm 1, lines 1-2
     x_mix2, y_mix2 = _mix(xa, one_hot(ya, n, validate=False), cfg, g)             # lines 3-4
     eps = _eps(xa.shape[0], cfg, g, x.device)
-    y_t = _targets(model, x_mix2, ya, cfg, g)
+    y_t = _targets(model, x_mix2, ya, cfg, g, mixed=y_mix2)
     x_mtlat = attack(model, x_mix2, y_t, eps, validate=False)                     # line 5, eq. (6)
     y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)                     # line 6, eq. (6)
     extras = {"x_mix2": x_mix2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
@@ -341,7 +356,7 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
         return manifold_forward(model, z[:h], z[h:], lam2, layer)
 
     pairs = torch.cat([xa, xa[p2]])
-    y_t = _targets(couples, pairs, ya, cfg, g)
+    y_t = _targets(couples, pairs, ya, cfg, g, mixed=y_mix2)
     adv = targeted_fgsm(couples, pairs, y_t, torch.cat([eps, eps]), validate=False)
     y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)
     x_a, x_b = torch.cat([xc, adv[:h]]), torch.cat([xc[p1], adv[h:]])
