@@ -258,6 +258,32 @@ def test_train_seeds_parallel_folders_and_reuse(tmp_path):
         assert (again[0]["standard"].model.state_dict()[n] == w0[n]).all()
 
 
+def test_a_seed_trains_the_same_sequentially_and_in_parallel(tmp_path, monkeypatch):
+    """Seeds mean one thing: each seed trained in one process (workers=1; one thread, pinned by
+    torch.set_num_threads(1) around the call) and in two worker processes (one thread each: the
+    parent's os.cpu_count is pinned to 2, so each worker gets 2 // 2 threads) reaches the same weights
+    on the CPU: its own training subset, initialisation, data order and step draws on both paths."""
+    import torch
+    from mtlat_edu.training import profiles
+    profile = get_profile("smoke", train_limit=128, test_limit=32, seeds=(0, 1))
+    kw = dict(methods=("standard", "mtlat"), surrogate=False, device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = train_seeds(profile, tmp_path / "seq", workers=1, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(profiles.os, "cpu_count", lambda: 2)
+    par = train_seeds(profile, tmp_path / "par", workers=2, **kw)
+    for k in (0, 1):
+        for m in ("standard", "mtlat"):
+            a, b = seq[k][m].model.state_dict(), par[k][m].model.state_dict()
+            assert all(torch.equal(a[n], b[n]) for n in a), (k, m)
+    # and the seed-1 subset is seed 1's, not the first job's
+    s0, s1 = profiles.job_data(seq[0]["standard"].config, {}), profiles.job_data(seq[1]["standard"].config, {})
+    assert not torch.equal(s0[0].labels, s1[0].labels) or not torch.equal(s0[0].images, s1[0].images)
+
+
 def test_cli_train_seeds(tmp_path, capsys):
     from mtlat_edu import cli
     base = ["train", "--method", "standard", "--model", "small_cnn", "--dataset", "synthetic", "--train-limit", "64",

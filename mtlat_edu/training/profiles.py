@@ -160,6 +160,11 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
     On a CPU the missing runs train in ``workers`` processes (default :func:`default_workers`), one
     thread each. Returns ``{seed: {name: TrainResult}}`` (the surrogate under :data:`SURROGATE`).
 
+    A seed means one thing whatever the number of workers, processes or devices: every run trains
+    on its own seed's training subset (loaded with the run's ``data_mode``), from its seed's
+    initialisation and data order, in one process as in a worker (tested: the same weights on the
+    CPU). The split is decoded and cached once; in one process, one seed's data at a time is held.
+
     Under ``torchrun`` (``torchrun --nproc_per_node=N -m mtlat_edu train-profile --profile NAME``)
     every missing run trains in turn with DistributedDataParallel over the N processes.
     """
@@ -175,19 +180,31 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
             fit(cfg, out, progress=progress)
         todo = []
     if todo:
-        cfg0 = todo[0][2]  # decode (and cache) the data once, before any worker starts
-        train = load_dataset(cfg0.dataset, "train", cfg0.data_root, cfg0.image_size, cfg0.train_limit, cfg0.seed)
-        test = load_dataset(cfg0.dataset, "test", cfg0.data_root, cfg0.image_size, cfg0.test_limit, cfg0.seed)
         if workers <= 1 or len(todo) == 1:
-            for name, seed, cfg, out in todo:
-                fit(cfg, out, train, test, progress=progress)
+            data: dict = {}  # the data of one seed at a time: each job trains on its own seed's subset
+            for name, seed, cfg, out in sorted(todo, key=lambda j: seeds.index(j[1])):
+                fit(cfg, out, *job_data(cfg, data), progress=progress)
         else:
+            job_data(todo[0][2], {})  # decode (and cache) the split once, before any worker starts
             _train_parallel(todo, workers, progress)
     results: dict[int, dict[str, TrainResult]] = {s: {} for s in seeds}
     for name, seed, cfg, out in sorted(jobs, key=lambda j: (seeds.index(j[1]), _order(j[0], methods))):
         model, info = load_checkpoint(out, device=resolve_device(device))
         results[seed][name] = TrainResult(model, info["history"], out, cfg, info["test_acc"])
     return results
+
+
+def job_data(cfg: TrainConfig, memo: dict) -> tuple:
+    """``(train, test)`` of a run: the splits ``fit`` itself would load for ``cfg`` (its seed's
+    class-balanced subsets, its ``data_mode``), reused from ``memo`` when the previous job of the
+    same seed loaded them (``memo`` keeps one seed's data at a time)."""
+    key = (cfg.dataset, cfg.data_root, cfg.image_size, cfg.train_limit, cfg.test_limit, cfg.seed, cfg.data_mode)
+    if key not in memo:
+        memo.clear()
+        memo[key] = tuple(load_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, limit, cfg.seed,
+                                       mode=cfg.data_mode)
+                          for split, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)))
+    return memo[key]
 
 
 def _order(name: str, methods) -> int:
