@@ -8,6 +8,8 @@ Modules (one concern each):
 * :mod:`.report`  Markdown tables (parts a, b, c), the heatmap, the result files
 * :mod:`.stats`   the paired test by seed, Holm's adjustment, summaries (one home for the statistics)
 * :mod:`.claims`  the paper's claims, each judged with paired tests over the training seeds
+* :mod:`.paper_values` the paper's numbers of Tables 1-3, one registry entry per row
+* :mod:`.scoreboard` every comparison beside the paper, the forest plot, Tables 1-2 beside the paper
 * :mod:`.evaluation` :func:`evaluate`: trained runs (or in-memory models) of every seed -> tables, claims
 
 Typical use::
@@ -23,6 +25,8 @@ from __future__ import annotations
 from .evaluation import EvaluateResult, collect_models, evaluate
 from .parts import SEVERITIES, Selection, display_name, groups, kind_of, perturbation_names, resolve_parts, valid_parts
 from .claims import VERDICTS, check_claims, claims_lines, compare
+from .paper_values import PAPER_ROWS, paper_value
+from .scoreboard import paper_tables, plot_forest, scoreboard
 from .report import (markdown_part, markdown_tables, plot_heatmap, table3_markdown, table_parts, write_report,
                      write_tables)
 from .scores import (TABLE3_METHODS, add_robustness, aggregate, format_scores, mark, marks,
@@ -31,7 +35,7 @@ from .suite import ModelRef, ResultCache, SuiteResult, data_identity, load_model
 from mtlat_edu.robustness.measure import count_correct, measure_cell  # what the suite measures with (one home)
 
 __all__ = [
-    "EvaluateResult", "ModelRef", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
+    "EvaluateResult", "ModelRef", "PAPER_ROWS", "paper_tables", "paper_value", "plot_forest", "scoreboard", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
     "TABLE3_METHODS", "add_robustness", "aggregate", "check_claims", "claims_lines",
     "collect_models", "compare", "count_correct",
     "data_identity", "display_name", "evaluate", "format_scores", "groups", "kind_of", "load_model_ref", "mark",

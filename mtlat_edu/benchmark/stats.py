@@ -69,7 +69,7 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], sign: int = 1, resolu
     ``a`` and ``b`` map a training seed to a value; only the seeds both hold (with finite values)
     are used. ``resolution``: the smallest difference the evaluation can show (one image of the
     evaluation set, in the values' unit; 0 when unknown). Returns ``d``, ``ci_low``, ``ci_high``,
-    ``p``, ``n``, ``t``, ``df``, ``sd_d``, ``mean_a``, ``mean_b`` (over the common seeds),
+    ``p``, ``n``, ``t``, ``df``, ``sd_d``, ``mean_a``, ``mean_b``, ``sd_a``, ``sd_b`` (over the common seeds),
     ``seeds``, ``paper_sign``, ``resolution``, ``unresolved`` and the ``verdict`` (module docstring).
     """
     _check_sign(sign)
@@ -81,12 +81,12 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], sign: int = 1, resolu
     seeds = sorted(k for k in a if k in b and _finite(a[k]) and _finite(b[k]))
     n = len(seeds)
     diffs = [float(a[k]) - float(b[k]) for k in seeds]
-    mean_a = summary([a[k] for k in seeds])[0]
-    mean_b = summary([b[k] for k in seeds])[0]
+    mean_a, sd_a, _ = summary([a[k] for k in seeds])
+    mean_b, sd_b, _ = summary([b[k] for k in seeds])
     d, sd, _ = summary(diffs)
     nan = float("nan")
     out = {"d": d, "ci_low": nan, "ci_high": nan, "p": nan, "n": n, "t": nan, "df": max(n - 1, 0), "sd_d": sd,
-           "mean_a": mean_a, "mean_b": mean_b, "seeds": seeds, "paper_sign": "+" if sign > 0 else "-",
+           "mean_a": mean_a, "mean_b": mean_b, "sd_a": sd_a, "sd_b": sd_b, "seeds": seeds, "paper_sign": "+" if sign > 0 else "-",
            "resolution": float(resolution), "unresolved": False, "verdict": WITHIN_NOISE}
     if n < 2:
         return out
