@@ -170,7 +170,7 @@ def test_attack_panel(images, model):
     panel = widgets.attack_panel({"a": model, "b": model}, x, y, CLASSES, surrogate=surrogate, name="pgd")
     assert [tuple(o) for o in panel.controls["name"].options] == [
         ("pgd e=0.04", "pgd"), ("pgd_ll e=0.04", "pgd_ll"), ("cw_l2", "cw_l2"), ("mi_fgsm e=0.04", "mi_fgsm_0.04"),
-        ("mi_fgsm e=0.08", "mi_fgsm_0.08")]
+        ("mi_fgsm e=0.08", "mi_fgsm_0.08"), ("cw_l2 kappa=50", "cw_l2_kappa50"), ("cw_l2 L2<=0.5", "cw_l2_within0.5")]
     assert float(panel.last["linf"].max()) <= 0.04 + 1e-6
     panel.controls["name"].value = "mi_fgsm_0.08"
     r = panel.last

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .evaluation import EvaluateResult, collect_models, evaluate
 from .parts import SEVERITIES, Selection, display_name, groups, kind_of, perturbation_names, resolve_parts, valid_parts
-from .claims import VERDICTS, check_claims, claims_lines, compare
+from .claims import VERDICTS, check_claims, claims_lines, compare, comparison_text
 from .paper_values import PAPER_ROWS, paper_value
 from .scoreboard import paper_tables, plot_forest, scoreboard
 from .report import (markdown_part, markdown_tables, plot_heatmap, table3_markdown, table_parts, write_report,
@@ -37,7 +37,7 @@ from mtlat_edu.robustness.measure import count_correct, measure_cell  # what the
 __all__ = [
     "EvaluateResult", "ModelRef", "PAPER_ROWS", "paper_tables", "paper_value", "plot_forest", "scoreboard", "ResultCache", "SEVERITIES", "Selection", "SuiteResult", "VERDICTS",
     "TABLE3_METHODS", "add_robustness", "aggregate", "check_claims", "claims_lines",
-    "collect_models", "compare", "count_correct",
+    "collect_models", "compare", "comparison_text", "count_correct",
     "data_identity", "display_name", "evaluate", "format_scores", "groups", "kind_of", "load_model_ref", "mark",
     "marks", "markdown_part", "markdown_tables", "mean_robustness", "measure_cell", "perturbation_names",
     "plot_heatmap", "resolve_parts", "robustness_score", "run_suite", "score_differences", "score_table",

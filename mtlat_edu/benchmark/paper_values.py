@@ -66,18 +66,3 @@ def paper_row_value(method: str, column: str) -> float:
         if not math.isnan(v):
             return v
     return _NA
-
-
-def paper_value(table: str, method: str, column: str) -> float:
-    """The paper's number for ``method`` in ``column`` of ``table`` (NaN where it shows none)."""
-    key = f"{table}:{method}"
-    return float(PAPER_ROWS[key].get(column, _NA)) if key in PAPER_ROWS else _NA
-
-
-def paper_row_value(method: str, column: str) -> float:
-    """The paper's number for ``method`` in ``column``, from the first table holding it (Table 1, 2, 3)."""
-    for table in PAPER_ROWS.kinds:
-        v = paper_value(table, method, column)
-        if not math.isnan(v):
-            return v
-    return _NA
