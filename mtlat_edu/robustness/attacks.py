@@ -12,6 +12,10 @@ registry key         attack                                                     
 ``mi_fgsm_0.08``     MI-FGSM, eps = 0.08                                           black-box
 ===================  ===========================================================  ===========
 
+Two more white-box columns read the ``cw_l2`` run under other success rules (:data:`CW_RULES`,
+docs/attacks.md "CW success rules"): ``cw_l2_kappa50`` (C&W's margin > 50) and ``cw_l2_within0.5``
+(misclassified within L2 0.5); :func:`run_attacks` serves all three from one run.
+
 The black-box attacks are crafted on a *surrogate* (the paper: "A VGG network trained on the same
 training set") and then evaluated on the attacked model.
 
