@@ -397,14 +397,14 @@ def load_cifar10(split: str, root=None, download: bool = True, cache: bool = Tru
         data = load_imagefolder(split, root, image_size=image_size, cache=cache)
         data.name = "cifar10"
         return data
-    existed = root.exists()
+    made = [p for p in (root, *root.parents) if not p.exists()]  # what torchvision would create
     try:
         with _socket_timeout(timeout):
             ds = tvd.CIFAR10(str(root), train=(split == "train"), download=download)
     except Exception as exc:  # URLError, socket errors and timeouts, checksum errors...
-        if not existed:  # leave no empty folder behind (torchvision creates it before downloading)
+        for folder in made:  # leave no empty folder behind (torchvision creates them before downloading)
             with contextlib.suppress(OSError):
-                root.rmdir()
+                folder.rmdir()
         raise RuntimeError(
             f"cifar10: could not load or download CIFAR-10 into {root} ({type(exc).__name__}: {exc}). "
             "Without internet access, point the package at a local copy: either put torchvision's "
