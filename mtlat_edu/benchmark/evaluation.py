@@ -31,7 +31,7 @@ from mtlat_edu.benchmark.scores import REFERENCE, aggregate, score_table
 from mtlat_edu.benchmark.suite import as_model_ref, load_model_ref, run_suite
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
-from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.data import load_dataset
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, load_profile_data, run_dir
@@ -161,7 +161,9 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     set to use (an :class:`~mtlat_edu.data.ImageData`; default: the profile's, else the one the first
     loaded model was trained on) — needed for in-memory models without a profile."""
 
-    P.resolve_parts(parts)  # unknown part names fail before any model is loaded
+    P.resolve_parts(parts)  # unknown part names fail before any model is loaded (or --out is created and locked)
+    check_int(batch_size, "batch_size")
+    check_int(seed, "seed", low=0)
     if methods is not None:
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
