@@ -340,10 +340,24 @@ def main(argv=None) -> int:
             return cmd_bench_step(args)
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
             return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(f"mtlat-edu: interrupted (Ctrl-C); every file written is complete: run the same command again to "
+              f"resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: FileNotFoundError, io.WriteError, permissions
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-        print(f"mtlat-edu: error: {option_message(str(exc), sub)}", file=sys.stderr)
+        print(f"mtlat-edu: error: {option_message(one_line(exc), sub)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line: the package's own messages are one line already; an
+    ``OSError`` from elsewhere becomes ``<file>: <reason>``, anything longer keeps its first line."""
+    if isinstance(exc, OSError) and not isinstance(exc, mio.WriteError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    return lines[0] + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,16 @@ each batch in DataLoader worker processes, with the same decoder, order and [0, 
 
 Every loader returns an :class:`ImageData` whose images are uint8 NCHW (compact: CIFAR-10's
 training set is 150 MB) and converts to float [0, 1] only per batch. The first load of a
-folder-based dataset decodes every image and caches the result under ``data/cache``; the second
-load reads one tensor file. :class:`DeviceBatches` keeps a whole dataset on the device and cuts
-batches there, with no DataLoader workers (airbench's approach).
+folder-based dataset decodes every image and caches the result in :func:`cache_dir`, keyed by the
+files' content (sizes and SHA-1s); the second load reads one tensor file. :class:`DeviceBatches`
+keeps a whole dataset on the device and cuts batches there, with no DataLoader workers (airbench's
+approach).
+
+Files are not trusted (docs/design.md, "Threat model"): every reader walks its folders with
+:func:`image_files` (symlinks resolved, refused when they leave the data root, loops and folders
+reached twice refused) and decodes with :func:`decode_image` (JPEG and PNG only, recognised by
+content; at most :data:`MAX_IMAGE_PIXELS` pixels; an empty, truncated or garbage file is named in
+a one-line :class:`ImageFileError`).
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torchvision import datasets as tvd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from mtlat_edu.core import io as mio
@@ -42,6 +49,10 @@ from mtlat_edu.core.checks import check_choice, check_int, check_positive
 from mtlat_edu.core.registry import Registry
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+# JPEG and PNG only, recognised by their content (not their extension); the extensions the walk picks up
+IMAGE_FORMATS = ("JPEG", "PNG")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MAX_IMAGE_PIXELS = 50_000_000  # width x height above which an image is refused before it is decoded
 SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")
@@ -109,8 +120,32 @@ def balanced_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int =
 # ---------------------------------------------------------------------------------------------
 # cache
 
+def source_checkout() -> bool:
+    """True when the package runs from a source checkout (``pyproject.toml`` beside it, not an
+    installed copy in site-packages): then ``data/`` of the checkout holds the datasets and the cache."""
+    parent = REPO_DATA.parent
+    return (parent / "pyproject.toml").is_file() and not any(
+        part in ("site-packages", "dist-packages") for part in parent.parts)
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/mtlat-edu``, else ``~/.cache/mtlat-edu`` (the user's cache, outside the package)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "mtlat-edu"
+
+
+def data_home() -> Path:
+    """Where torchvision's CIFAR-10 archive is looked for (and downloaded to): ``data/`` in a source
+    checkout, else the user's cache folder (:func:`user_cache_dir`); never inside site-packages."""
+    return REPO_DATA if source_checkout() else user_cache_dir()
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("MTLAT_CACHE", REPO_DATA / "cache"))
+    """The decoded-dataset cache: ``$MTLAT_CACHE``, else ``data/cache`` in a source checkout (the
+    README and the tests rely on it), else ``<user cache>/cache`` (:func:`user_cache_dir`)."""
+    if os.environ.get("MTLAT_CACHE"):
+        return Path(os.environ["MTLAT_CACHE"]).expanduser()
+    return data_home() / "cache"
 
 
 def _cached(key: str, build: Callable[[], ImageData]) -> ImageData:
@@ -128,25 +163,171 @@ def _cached(key: str, build: Callable[[], ImageData]) -> ImageData:
     return data
 
 
-def _tree_key(folder: Path) -> str:
-    """A cheap fingerprint of a folder tree: class names, file counts and newest mtime."""
-    parts = []
-    for cdir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = list(cdir.iterdir())
-        parts.append(f"{cdir.name}:{len(files)}:{max((f.stat().st_mtime_ns for f in files), default=0)}")
-    return "|".join(parts)
+def _file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{os.path.getsize(path)}:{h.hexdigest()}"
+
+
+def content_key(files: list[str], base=None, workers: int | None = None) -> str:
+    """A fingerprint of the files' content: their paths (relative to ``base``), sizes and SHA-1s.
+
+    The decoded cache is keyed by it, so a file replaced by another (whatever its modification
+    time) rebuilds the cache. Reading the files costs a fraction of decoding them."""
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(_file_digest, files, chunksize=256))
+    h = hashlib.sha1()
+    for f, d in zip(files, digests):
+        h.update(f"{os.path.relpath(f, base) if base is not None else f}|{d}\n".encode())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
-# decoding
+# walking folders and decoding files, safely (every reader of the package goes through these)
 
-def _decode(path: str, size: int | None) -> torch.Tensor:
+class ImageFileError(ValueError):
+    """An image file or folder of a dataset that cannot be used; the one-line message names it."""
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def image_files(folder, root=None, seen: set | None = None, name: str = "data_root") -> list[str]:
+    """The JPEG / PNG files (by extension: :data:`IMG_EXTENSIONS`) under ``folder``, recursively, in
+    torchvision ImageFolder's order (folders sorted by path, files by name).
+
+    Symlinks are resolved: one whose target is outside ``root`` (default ``folder``) is refused, as
+    is a symlink loop, a broken link, and any folder or file reached twice (``seen``, shared by the
+    calls of one split, holds the real paths already walked: a link to another class's folder would
+    label its images twice). The walk never follows a link it has not checked, so it always ends.
+    """
+    folder = Path(folder)
+    root_real = os.path.realpath(root if root is not None else folder)
+    seen = set() if seen is None else seen
+    found: list[tuple[str, list[str]]] = []
+
+    def resolve(path: str) -> str:
+        try:
+            real = os.path.realpath(path, strict=True)
+        except OSError as exc:
+            what = "a symlink loop" if exc.errno == 40 or "loop" in str(exc).lower() else \
+                f"a broken symlink ({exc.strerror or exc})"
+            raise ImageFileError(f"{name}: {path} is {what}; remove it") from None
+        if not _inside(real, root_real):
+            raise ImageFileError(f"{name}: {path} is a symlink to {real}, outside the data root {root_real}; "
+                                 "refused (copy the files into the data root, or give a data root that holds them)")
+        if real in seen:
+            raise ImageFileError(f"{name}: {path} leads to {real}, which was already read (a symlink loop or a "
+                                 "second link to the same folder or file); remove the link")
+        seen.add(real)
+        return real
+
+    resolve(str(folder))
+    stack = [str(folder)]
+    while stack:
+        d = stack.pop()
+        files, subdirs = [], []
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as exc:
+            raise ImageFileError(f"{name}: cannot read the folder {d} ({exc.strerror or exc})") from None
+        for e in entries:
+            if e.is_symlink():
+                real = resolve(e.path)
+                if os.path.isdir(real):
+                    subdirs.append(e.path)
+                elif os.path.isfile(real) and e.name.lower().endswith(IMG_EXTENSIONS):
+                    files.append(e.path)
+            elif e.is_dir(follow_symlinks=False):
+                resolve(e.path)
+                subdirs.append(e.path)
+            elif e.is_file(follow_symlinks=False) and e.name.lower().endswith(IMG_EXTENSIONS):
+                resolve(e.path)
+                files.append(e.path)
+        found.append((d, files))
+        stack.extend(reversed(subdirs))
+    return [f for _, fs in sorted(found) for f in fs]
+
+
+def class_folders(split_dir, name: str = "data_root") -> list[str]:
+    """The class folders of an ImageFolder split (sorted names of its sub-folders, links included)."""
+    split_dir = Path(split_dir)
+    try:
+        return sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    except OSError as exc:
+        raise ImageFileError(f"{name}: cannot read the folder {split_dir} ({exc.strerror or exc})") from None
+
+
+def folder_samples(root, split: str, name: str = "data_root") -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, [(path, label)])`` of ``root/<split>/<class>/...`` as torchvision's ImageFolder
+    lists them, walked by :func:`image_files` (nothing outside ``root``, no loop). The class folders
+    of ``train/`` and ``test/`` must be the same (the message names both lists)."""
+    root = Path(root)
+    classes = class_folders(root / split, name)
+    other = "test" if split == "train" else "train"
+    if (root / other).is_dir():
+        theirs = class_folders(root / other, name)
+        if theirs != classes:
+            tr, te = (classes, theirs) if split == "train" else (theirs, classes)
+            raise ImageFileError(f"{name}: the class folders of {root / 'train'} ({_names(tr)}) and of "
+                                 f"{root / 'test'} ({_names(te)}) differ; both splits need the same classes")
+    if not classes:
+        raise ImageFileError(f"{name}: {root / split} has no class folders (expected {root / split}/<class>/<image>)")
+    seen: set = set()
+    samples = []
+    for label, c in enumerate(classes):
+        files = image_files(root / split / c, root, seen, name)
+        if not files:
+            raise ImageFileError(f"{name}: the class folder {root / split / c} holds no JPEG or PNG image")
+        samples += [(f, label) for f in files]
+    return classes, samples
+
+
+def _names(classes: list[str]) -> str:
+    shown = ", ".join(classes[:6]) + (f", ... ({len(classes)} classes)" if len(classes) > 6 else "")
+    return f"{{{shown}}}"
+
+
+def check_same_classes(train_classes, test_classes, name: str = "test_data") -> None:
+    """A test split must have the training split's classes, in the same order (labels are indices)."""
+    if list(train_classes) != list(test_classes):
+        raise ValueError(f"{name}: its classes {_names(list(test_classes))} differ from the training classes "
+                         f"{_names(list(train_classes))}; evaluate on a split with the same classes")
+
+
+def decode_image(path: str, size: int | None = None) -> torch.Tensor:
+    """One image file as a uint8 CHW RGB tensor (resized to ``size`` x ``size``): the one decoder of
+    the package. JPEG and PNG only, recognised by their content (a ``.png`` that is something else
+    is refused); more than :data:`MAX_IMAGE_PIXELS` pixels is refused before decoding; an empty,
+    truncated or garbage file raises :class:`ImageFileError` naming it."""
     # Pillow, not torchvision.io: torchvision 0.29 deprecates its image decoders
-    with Image.open(path) as im:
-        img = v2.functional.pil_to_tensor(im.convert("RGB"))
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageFileError(f"{path}: image of {w} x {h} pixels, more than the limit of {MAX_IMAGE_PIXELS:,} "
+                                     "(mtlat_edu.data.MAX_IMAGE_PIXELS); resize it, or raise the limit if you trust it")
+            img = v2.functional.pil_to_tensor(im.convert("RGB"))
+    except ImageFileError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageFileError(f"{path}: image of more than {MAX_IMAGE_PIXELS:,} pixels (mtlat_edu.data.MAX_IMAGE_PIXELS; "
+                             f"a decompression bomb for Pillow: {str(exc).split(',')[0]}); resize it") from None
+    except UnidentifiedImageError:
+        empty = os.path.exists(path) and os.path.getsize(path) == 0
+        raise ImageFileError(f"{path}: " + ("an empty file" if empty else "not a JPEG or PNG image (by its content)")
+                             + "; remove or replace it (the datasets take JPEG and PNG files only)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ImageFileError(f"{path}: a truncated or corrupt image ({first}); remove or replace it") from None
     if size is not None and tuple(img.shape[-2:]) != (size, size):
         img = v2.functional.resize(img, [size, size], antialias=True)
     return img
+
+
 
 
 def decode_files(files: list[str], size: int | None = None, workers: int | None = None) -> torch.Tensor:
@@ -154,18 +335,17 @@ def decode_files(files: list[str], size: int | None = None, workers: int | None 
     if not files:
         raise ValueError("files: no image files to decode")
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        imgs = list(pool.map(lambda f: _decode(f, size), files, chunksize=256))
+        imgs = list(pool.map(lambda f: decode_image(f, size), files, chunksize=256))
     shapes = {tuple(i.shape) for i in imgs}
     if len(shapes) != 1:
         raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them")
     return torch.stack(imgs)
 
 
-def _folder_split(split_dir: Path, size: int | None, name: str) -> ImageData:
-    ds = tvd.ImageFolder(str(split_dir))
-    files = [p for p, _ in ds.samples]
-    labels = torch.tensor([c for _, c in ds.samples], dtype=torch.int64)
-    return ImageData(decode_files(files, size), labels, list(ds.classes), name)
+def _folder_split(classes: list[str], samples: list[tuple[str, int]], size: int | None, name: str) -> ImageData:
+    files = [p for p, _ in samples]
+    labels = torch.tensor([c for _, c in samples], dtype=torch.int64)
+    return ImageData(decode_files(files, size), labels, list(classes), name)
 
 
 def _check_split(split: str) -> None:
@@ -185,11 +365,12 @@ def load_imagefolder(split: str, root, image_size: int | None = None, cache: boo
         raise FileNotFoundError(
             f"data_root: {root} is not an ImageFolder tree with train/ and test/ sub-folders "
             f"(expected {root}/train/<class>/<image> and {root}/test/<class>/<image>)")
-    split_dir = root / split
-    build = lambda: _folder_split(split_dir, image_size, root.name)  # noqa: E731
+    classes, samples = folder_samples(root, split)
+    build = lambda: _folder_split(classes, samples, image_size, root.name)  # noqa: E731
     if not cache:
         return build()
-    return _cached(f"folder|{root.resolve()}|{split}|{image_size}|{_tree_key(split_dir)}", build)
+    key = content_key([p for p, _ in samples], root)
+    return _cached(f"folder|{root.resolve()}|{split}|{image_size}|{'|'.join(classes)}|{key}", build)
 
 
 def load_cifar10(split: str, root=None, download: bool = True, cache: bool = True,
@@ -210,16 +391,20 @@ def load_cifar10(split: str, root=None, download: bool = True, cache: bool = Tru
             "train/ and test/ ImageFolder trees (e.g. --data-root ../shared/data/cifar10-jpeg) or one holding "
             "torchvision's cifar-10-batches-py")
     if root is None:
-        root = SHARED_CIFAR if _is_folder_tree(SHARED_CIFAR) else REPO_DATA
+        root = SHARED_CIFAR if _is_folder_tree(SHARED_CIFAR) else data_home()
     root = Path(root).expanduser()
     if _is_folder_tree(root):
         data = load_imagefolder(split, root, image_size=image_size, cache=cache)
         data.name = "cifar10"
         return data
+    made = [p for p in (root, *root.parents) if not p.exists()]  # what torchvision would create
     try:
         with _socket_timeout(timeout):
             ds = tvd.CIFAR10(str(root), train=(split == "train"), download=download)
     except Exception as exc:  # URLError, socket errors and timeouts, checksum errors...
+        for folder in made:  # leave no empty folder behind (torchvision creates them before downloading)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise RuntimeError(
             f"cifar10: could not load or download CIFAR-10 into {root} ({type(exc).__name__}: {exc}). "
             "Without internet access, point the package at a local copy: either put torchvision's "
@@ -246,9 +431,6 @@ def _socket_timeout(seconds: float):
 # ---------------------------------------------------------------------------------------------
 # ImageNet-100 (section 4.2)
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
-
-
 def imagenet100_split(train_root, num_classes: int = 100, test_fraction: float = 0.1,
                       seed: int = 0) -> dict[str, list[tuple[str, int]]]:
     """The paper's ImageNet-100 protocol as file lists (section 4.2).
@@ -260,7 +442,7 @@ def imagenet100_split(train_root, num_classes: int = 100, test_fraction: float =
     root = Path(train_root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data_root: ImageNet train folder {root} does not exist")
-    all_classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    all_classes = class_folders(root)
     if len(all_classes) < num_classes:
         raise ValueError(f"num_classes: {root} has {len(all_classes)} class folders, fewer than {num_classes}")
     if not 0 < test_fraction < 1:
@@ -268,8 +450,9 @@ def imagenet100_split(train_root, num_classes: int = 100, test_fraction: float =
     rng = random.Random(seed)
     classes = sorted(rng.sample(all_classes, num_classes))
     out: dict = {"train": [], "test": [], "classes": classes}
+    seen: set = set()
     for label, cname in enumerate(classes):
-        files = sorted(str(f) for f in (root / cname).iterdir() if f.suffix in IMG_EXTENSIONS)
+        files = sorted(image_files(root / cname, root, seen))
         rng.shuffle(files)
         k = max(1, round(len(files) * test_fraction))
         out["test"] += [(f, label) for f in files[:k]]
@@ -293,7 +476,7 @@ def load_imagenet100(split: str, root, image_size: int = 224, seed: int = 0, num
                          lists["classes"], "imagenet100")
     if not cache:
         return build()
-    key = f"in100|{Path(root).resolve()}|{split}|{image_size}|{seed}|{num_classes}|{len(files)}"
+    key = f"in100|{Path(root).resolve()}|{split}|{image_size}|{seed}|{num_classes}|{content_key(list(files), root)}"
     return _cached(key, build)
 
 
@@ -308,7 +491,10 @@ class FileListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        return _decode(path, self.image_size), label
+        try:
+            return decode_image(path, self.image_size), label
+        except ImageFileError as exc:  # handed to the main process as one line (see StreamBatches)
+            return str(exc), label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +508,7 @@ DATA_MODES = ("auto", "memory", "stream")
 class FileImageData:
     """A labelled image set left on disk: ``samples`` are ``(path, label)``; the streaming
     counterpart of :class:`ImageData` (same ``labels``, ``classes``, ``subset``), decoded batch
-    by batch by :class:`StreamBatches` with the same decoder (:func:`_decode`) as the in-memory path."""
+    by batch by :class:`StreamBatches` with the same decoder (:func:`decode_image`) as the in-memory path."""
 
     samples: list[tuple[str, int]]
     classes: list[str]
@@ -342,7 +528,7 @@ class FileImageData:
 
     @property
     def image_size(self) -> int:
-        return self.size if self.size is not None else _decode(self.samples[0][0], None).shape[-1]
+        return self.size if self.size is not None else decode_image(self.samples[0][0], None).shape[-1]
 
     def decoded_bytes(self) -> int:
         """The size of the split as one uint8 tensor (what the in-memory path would hold)."""
@@ -362,10 +548,16 @@ class FileImageData:
 
 
 def _stack(batch):
+    """A batch of decoded images, or ``(message, None)`` for a file that could not be used: an
+    exception raised in a DataLoader worker reaches the main process wrapped in a traceback, a
+    message travels as data and is raised there in one line."""
     imgs, labels = zip(*batch)
+    bad = next((i for i in imgs if isinstance(i, str)), None)
+    if bad is not None:
+        return bad, None
     shapes = {tuple(i.shape) for i in imgs}
     if len(shapes) != 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them")
+        return f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them", None
     return torch.stack(imgs), torch.tensor(labels, dtype=torch.int64)
 
 
@@ -407,6 +599,8 @@ class StreamBatches:
             FileListDataset(self.data.samples, self.data.size), batch_sampler=self.index_batches(),
             num_workers=self.workers, collate_fn=_stack, pin_memory=self.device.type == "cuda")
         for x, y in loader:
+            if isinstance(x, str):
+                raise ImageFileError(x)
             yield (x.to(self.device, non_blocking=True).float().div_(255),
                    y.to(self.device, non_blocking=True))
 
@@ -436,8 +630,8 @@ def file_dataset(name: str, split: str, root=None, image_size: int | None = None
             load_imagefolder(split, root)  # raises the folder-tree error
     else:
         return None
-    ds = tvd.ImageFolder(str(root / split))
-    return FileImageData(list(ds.samples), list(ds.classes), "cifar10" if name == "cifar10" else root.name, image_size)
+    classes, samples = folder_samples(root, split)
+    return FileImageData(samples, classes, "cifar10" if name == "cifar10" else root.name, image_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from mtlat_edu.core.checks import check_int, check_nchw
+from mtlat_edu.core.checks import ImageTypeError, check_int, check_nchw
 from mtlat_edu.core.registry import Registry
 
 # Per-channel statistics used for the in-model normalization. ImageNet's are the usual choice
@@ -45,6 +45,9 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, "x", self.mean.shape[1])  # shape only: a 1-channel batch must not broadcast silently
+        if not x.is_floating_point():  # dtype only (no value read, no GPU synchronisation)
+            raise ImageTypeError(f"x: expected float images in [0, 1], got dtype {x.dtype}"
+                                 + (" (uint8 images: use x.float() / 255)" if x.dtype == torch.uint8 else ""))
         return (x - self.mean) / self.std
 
 

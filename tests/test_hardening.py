@@ -586,9 +586,9 @@ def test_orphan_temporary_files_are_cleaned(tmp_path):
     dead_pid = int(dead.stdout)
     folder = tmp_path / "cache"
     folder.mkdir()
-    orphan = folder / f".abc.pt.{dead_pid}.x1y2.tmp"                   # its writer is gone
-    live = folder / f".abc.pt.{os.getpid()}.x1y2.tmp"                 # a write in progress: kept
-    old_style, fresh_old_style = folder / ".abc.pt.q9w8.tmp", folder / ".def.pt.q9w8.tmp"
+    orphan = folder / f"{mio.TMP_PREFIX}abc.pt.{dead_pid}.x1y2.tmp"     # its writer is gone
+    live = folder / f"{mio.TMP_PREFIX}abc.pt.{os.getpid()}.x1y2.tmp"   # a write in progress: kept
+    old_style, fresh_old_style = folder / f"{mio.TMP_PREFIX}abc.pt.q9w8.tmp", folder / f"{mio.TMP_PREFIX}def.pt.q9w8.tmp"
     for p in (orphan, live, old_style, fresh_old_style):
         p.write_bytes(b"partial")
     os.utime(old_style, (time.time() - 2 * 86400,) * 2)
@@ -611,11 +611,16 @@ def test_no_resume_starts_over_without_stale_files(tmp_path, finished_run, capsy
     import shutil
     folder = tmp_path / "run"
     shutil.copytree(finished_run, folder)
+    before = read_history(folder)
     res = fit(TrainConfig(**{**TINY, "method": "standard", "epochs": 2}), folder, resume=False, progress=False,
               stop_after=1)
-    assert not (folder / "model.pt").exists()            # the old model.pt described another run
-    assert read_history(folder) == res.history and len(res.history) == 1
-    assert "resuming" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "the previous run is left as it was" in out
+    assert len(res.history) == 1                         # the new run stopped: the finished one is kept (issue 22)
+    assert read_history(folder) == before and (folder / "model.pt").exists()
+    res = fit(TrainConfig(**{**TINY, "method": "standard", "epochs": 2}), folder, resume=False, progress=False)
+    assert read_history(folder) == res.history and len(res.history) == 2
+    assert load_checkpoint(folder)[1]["method"] == "standard"   # the model.pt of the new run, not the old one
 
 
 # ------------------------------------------------------------------------------------------------

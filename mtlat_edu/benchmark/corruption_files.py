@@ -43,7 +43,7 @@ from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.robustness.corruptions import IMAGENET_C
 from mtlat_edu.robustness.measure import CLEAN, measure_cell
-from mtlat_edu.data import CIFAR10_CLASSES, IMG_EXTENSIONS, ImageData, balanced_indices, decode_files
+from mtlat_edu.data import CIFAR10_CLASSES, ImageData, balanced_indices, class_folders, decode_files, image_files
 from .parts import SEVERITIES
 from .report import markdown_grid
 
@@ -141,19 +141,20 @@ def imagenetc_sets(root, corruption: str, severities=SEVERITIES, classes=None, l
     """Yield ``(severity, ImageData)`` of one ImageNet-C corruption folder, its class folders matched
     to ``classes`` by name (folders of other classes left out); without ``classes``, the sorted
     class folders are the classes."""
-    root = Path(root) / corruption
+    top = Path(root)
+    root = top / corruption
     for s in severities:
         sdir = root / str(s)
         if not sdir.is_dir():
             raise FileNotFoundError(f"corruption_files: {sdir} is missing (each corruption has the severity folders "
                                     f"1 to 5); {SOURCES['imagenetc']}")
-        folders = sorted(p.name for p in sdir.iterdir() if p.is_dir())
+        folders = class_folders(sdir, "corruption_files")
         names = list(classes) if classes is not None else folders
         index = {c: i for i, c in enumerate(names)}
-        files, labels = [], []
+        files, labels, seen = [], [], set()
         for f in folders:
-            if f in index:
-                imgs = sorted(str(p) for p in (sdir / f).iterdir() if p.suffix in IMG_EXTENSIONS)
+            if f in index:  # walked safely: no link out of the folder, no loop (data.image_files)
+                imgs = image_files(sdir / f, top, seen, "corruption_files")
                 files += imgs
                 labels += [index[f]] * len(imgs)
         if not files:

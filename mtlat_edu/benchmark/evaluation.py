@@ -16,6 +16,7 @@ that spread (:mod:`.claims`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Mapping
@@ -29,8 +30,9 @@ from mtlat_edu.benchmark.report import table3_markdown, write_tables
 from mtlat_edu.benchmark.scores import REFERENCE, aggregate, score_table
 from mtlat_edu.benchmark.stats import summary
 from mtlat_edu.benchmark.suite import as_model_ref, load_model_ref, run_suite
+from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
-from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.data import load_dataset
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, load_profile_data, run_dir
@@ -175,7 +177,9 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     set to use (an :class:`~mtlat_edu.data.ImageData`; default: the profile's, else the one the first
     loaded model was trained on) — needed for in-memory models without a profile."""
 
-    P.resolve_parts(parts)  # unknown part names fail before any model is loaded
+    P.resolve_parts(parts)  # unknown part names fail before any model is loaded (or --out is created and locked)
+    check_int(batch_size, "batch_size")
+    check_int(seed, "seed", low=0)
     if methods is not None:
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
@@ -196,56 +200,59 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
     single = prof is None
 
     out_root, suites, tables, files_res = None, {}, {}, {}
-    for k in seeds:
-        refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k,
-                                               methods=methods)
-        if missing:
-            warnings.warn(f"models: not trained yet in {Path(runs) / profile} (seed {k}), left out: "
-                          f"{', '.join(missing)}", stacklevel=2)
-        first = refs[0].info
-        if data is None and prof is None and "dataset" not in first:
-            raise ValueError("data: in-memory models carry no dataset; pass data= (the test ImageData) or profile=")
-        if data is None:
-            data = load_profile_data(prof, "test") if prof is not None else load_dataset(
-                first["dataset"], "test", data_root or first["data_root"], first["image_size"])
-        if out_root is None:
-            out_root = Path(out) if out is not None else Path(DEFAULT_RESULTS) / (
-                prof.name if prof else f"{first.get('dataset', data.name)}-{first.get('model', 'models')}")
-        for r in [r for r in refs[1:] + ([sur] if sur else []) if r.info and first]:  # loaded ones: one dataset
-            for key in ("dataset", "image_size", "num_classes"):
-                if r.info.get(key) != first.get(key):
-                    raise ValueError(f"models: {r.name!r} has {key}={r.info.get(key)!r} but {refs[0].name!r} has "
-                                     f"{first.get(key)!r}; benchmark models of one dataset together")
-        seed_out = out_root if single else out_root / f"seed{k}"
-        suites[k] = run_suite({r.name: r for r in refs}, data, seed_out, parts=parts, surrogate=sur,
-                              eval_limit=eval_limit, attack_limit=attack_limit, severities=severities, seed=seed,
-                              batch_size=batch_size, device=dev, progress=progress, fresh=fresh, clean_all=True)
-        tables[k] = score_table(suites[k].results)
-        if not single:
-            write_tables(tables[k], seed_out, reference, suites[k].meta, heatmap=False)
-        if corruption_files is not None:
-            files_res[k] = corruption_file_accuracy(
-                {r.name: r.model for r in refs}, corruption_files, severities=severities, classes=first.get("classes"),
-                limit=eval_limit, seed=seed, image_size=first.get("image_size"), batch_size=batch_size, device=dev,
-                progress=progress)
+    with contextlib.ExitStack() as held:  # --out is locked like a run folder (one evaluate at a time)
+        for k in seeds:
+            refs, sur, _, missing = collect_models(models, profile, runs, surrogate, dev, data_root, seed=k,
+                                                   methods=methods)
+            if missing:
+                warnings.warn(f"models: not trained yet in {Path(runs) / profile} (seed {k}), left out: "
+                              f"{', '.join(missing)}", stacklevel=2)
+            first = refs[0].info
+            if data is None and prof is None and "dataset" not in first:
+                raise ValueError("data: in-memory models carry no dataset; pass data= (the test ImageData) or profile=")
+            if data is None:
+                data = load_profile_data(prof, "test") if prof is not None else load_dataset(
+                    first["dataset"], "test", data_root or first["data_root"], first["image_size"])
+            if out_root is None:
+                out_root = Path(out) if out is not None else Path(DEFAULT_RESULTS) / (
+                    prof.name if prof else f"{first.get('dataset', data.name)}-{first.get('model', 'models')}")
+                if D.is_main():
+                    held.enter_context(mio.folder_lock(out_root, "out"))
+            for r in [r for r in refs[1:] + ([sur] if sur else []) if r.info and first]:  # loaded ones: one dataset
+                for key in ("dataset", "image_size", "num_classes"):
+                    if r.info.get(key) != first.get(key):
+                        raise ValueError(f"models: {r.name!r} has {key}={r.info.get(key)!r} but {refs[0].name!r} has "
+                                         f"{first.get(key)!r}; benchmark models of one dataset together")
+            seed_out = out_root if single else out_root / f"seed{k}"
+            suites[k] = run_suite({r.name: r for r in refs}, data, seed_out, parts=parts, surrogate=sur,
+                                  eval_limit=eval_limit, attack_limit=attack_limit, severities=severities, seed=seed,
+                                  batch_size=batch_size, device=dev, progress=progress, fresh=fresh, clean_all=True)
+            tables[k] = score_table(suites[k].results)
             if not single:
-                write_corruption_files({k: files_res[k]}, seed_out, tables[k])
+                write_tables(tables[k], seed_out, reference, suites[k].meta, heatmap=False)
+            if corruption_files is not None:
+                files_res[k] = corruption_file_accuracy(
+                    {r.name: r.model for r in refs}, corruption_files, severities=severities, classes=first.get("classes"),
+                    limit=eval_limit, seed=seed, image_size=first.get("image_size"), batch_size=batch_size, device=dev,
+                    progress=progress)
+                if not single:
+                    write_corruption_files({k: files_res[k]}, seed_out, tables[k])
 
-    mean, std = aggregate(tables)
-    meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}
-    files = dict(suites[seeds[0]].files) if single else {}
-    files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
-    profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
-    d = suites[seeds[0]].meta["data"]
-    images = {"clean_images": d["clean_images"], "eval_images": d["eval_images"],
-              "attack_images": d["attack_images"], "severities": len(tuple(severities))}
-    claims = check_claims(tables, profile_info, images)
-    files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, mio.json_ready(claims))
-    logit_scale = logit_scales({k: s.meta["logit_gap"] for k, s in suites.items()})
-    files["logit_scale_json"] = mio.write_json(out_root / LOGIT_SCALE_JSON, mio.json_ready(logit_scale))
-    if files_res:
-        files.update(write_corruption_files(files_res, out_root, mean))
-    md = (out_root / "tables.md").read_text(encoding="utf-8")
-    return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
-                          per_seed=tables, suites=suites, claims=claims,
-                          logit_scale=logit_scale)
+        mean, std = aggregate(tables)
+        meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}
+        files = dict(suites[seeds[0]].files) if single else {}
+        files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
+        profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
+        d = suites[seeds[0]].meta["data"]
+        images = {"clean_images": d["clean_images"], "eval_images": d["eval_images"],
+                  "attack_images": d["attack_images"], "severities": len(tuple(severities))}
+        claims = check_claims(tables, profile_info, images)
+        files["claims_json"] = mio.write_json(out_root / CLAIMS_JSON, mio.json_ready(claims))
+        logit_scale = logit_scales({k: s.meta["logit_gap"] for k, s in suites.items()})
+        files["logit_scale_json"] = mio.write_json(out_root / LOGIT_SCALE_JSON, mio.json_ready(logit_scale))
+        if files_res:
+            files.update(write_corruption_files(files_res, out_root, mean))
+        md = (out_root / "tables.md").read_text(encoding="utf-8")
+        return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
+                              per_seed=tables, suites=suites, claims=claims,
+                              logit_scale=logit_scale)

@@ -13,7 +13,11 @@
   atomically after each perturbation) under a key made of the model's weights hash, the image
   set's hash, the perturbation, the severity, the number of images, the seed, the batch size
   (random corruptions draw batch by batch) and, for black-box attacks, the surrogate's weights
-  hash. A re-run computes only the missing cells, so an interrupted run resumes.
+  hash. A re-run computes only the missing cells, so an interrupted run resumes. A cached entry is
+  reused only when it repeats every setting of its key (weights hash, image-set hash, perturbation,
+  severity, number of images, seed, batch size, surrogate hash) and its counts agree
+  (``0 <= correct <= n_images``, ``accuracy == correct / n_images``); any other entry (edited,
+  forged, of an older format) is recomputed and replaced, and a warning says how many.
 * **Evaluation** runs in float32 in eval mode (no autocast), batched on ``device``, through
   :func:`mtlat_edu.robustness.measure.measure_models`, the one measuring code of the package.
 * **Per-batch randomness, sharded evaluation.** The random draws of batch ``b`` of a cell (a
@@ -41,7 +45,7 @@ from tqdm.auto import tqdm
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int, resolve_device
-from mtlat_edu.data import ImageData
+from mtlat_edu.data import ImageData, check_same_classes
 from mtlat_edu.robustness import attacks as A
 from mtlat_edu.robustness.measure import logit_gap, measure_attack_columns, measure_models
 from mtlat_edu.training.checkpoints import load_checkpoint
@@ -49,7 +53,7 @@ from . import parts as P
 from .scores import add_robustness
 
 CACHE_FILE = "cache.json"
-CACHE_VERSION = 2  # 2: per-batch random streams (version 1 drew a cell's batches from one stream)
+CACHE_VERSION = 3  # 3: entries repeat their key's settings (verified); 2: per-batch random streams
 RESULTS_CSV, RESULTS_JSON, META_JSON = "results_long.csv", "results_long.json", "meta.json"
 
 
@@ -122,9 +126,12 @@ def as_model_ref(name: str, model, device) -> ModelRef:
 class ResultCache:
     """Measured cells, keyed by what determines them; persisted atomically in ``path`` (or in memory)."""
 
+    KEY_FIELDS = ("model_id", "data_id", "perturbation", "severity", "n_images", "seed", "batch_size", "source_id")
+
     def __init__(self, path=None, fresh: bool = False):
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, dict] = {}
+        self.rejected: set[str] = set()  # keys whose entry failed verification (recomputed)
         if self.path is not None and self.path.exists() and not fresh:
             try:
                 blob = mio.read_json(self.path)
@@ -141,7 +148,27 @@ class ResultCache:
                            int(batch_size), source_id])
 
     def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
+        """The entry of ``key`` if it verifies (:meth:`verified`), else None (to be recomputed)."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if not self.verified(key, entry):
+            self.rejected.add(key)
+            return None
+        return entry
+
+    @classmethod
+    def verified(cls, key: str, entry) -> bool:
+        """``entry`` repeats every setting of ``key`` and its counts are consistent."""
+        try:
+            settings = json.loads(key)
+            if not isinstance(entry, dict) or [entry.get(f) for f in cls.KEY_FIELDS] != settings:
+                return False
+            n, correct = entry["n_images"], entry["correct"]
+            ok_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (n, correct))
+            return ok_int and 0 <= correct <= n and n > 0 and entry.get("accuracy") == correct / n
+        except (ValueError, TypeError, KeyError):
+            return False
 
     def put(self, key: str, entry: dict) -> None:
         self.entries[key] = entry
@@ -186,6 +213,8 @@ def _check_models(refs: list[ModelRef], data: ImageData, surrogate: ModelRef | N
         n = r.info.get("num_classes")
         if n is not None and n != data.num_classes:
             raise ValueError(f"models: {r.name!r} has {n} classes but the test data has {data.num_classes}")
+        if r.info.get("classes"):  # the labels are indices: the same classes in the same order
+            check_same_classes(r.info["classes"], data.classes, "data")
         ds = r.info.get("dataset")
         if ds not in (None, "imagefolder") and data.name and ds != data.name:
             warnings.warn(f"models: {r.name!r} was trained on {ds!r} but the test data is {data.name!r}",
@@ -261,6 +290,9 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
 
     n_total = len(cells) * len(refs)
     n_missing = sum(cache.get(key(r, cell)) is None for cell in cells for r in refs)
+    if cache.rejected:
+        warnings.warn(f"cache: {len(cache.rejected)} entries of {cache.path or 'the cache'} could not be verified "
+                      "(edited, forged or of another format); recomputing them", stacklevel=2)
     bar = tqdm(total=n_total, initial=n_total - n_missing, desc="benchmark", unit="cell",
                disable=not (progress and D.is_main()))
     computed = 0
@@ -279,7 +311,9 @@ def run_suite(models: Mapping, data: ImageData, out_dir=None, *, parts=None, sur
                     n = len(cell.data)
                     c = int(correct[cell.perturbation][r.name])
                     cache.put(key(r, cell), {
-                        "model_id": r.identity, "model": r.name, "kind": P.kind_of(cell.perturbation),
+                        "model_id": r.identity, "data_id": cell.data_id,
+                        "source_id": sur.identity if cell.black_box else "",
+                        "model": r.name, "kind": P.kind_of(cell.perturbation),
                         "perturbation": cell.perturbation, "severity": cell.severity, "n_images": n,
                         "correct": c, "accuracy": c / n, "seed": seed,
                         "batch_size": batch_size, "seconds_for_all_models": seconds,

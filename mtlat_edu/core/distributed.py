@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import socket
+import time
 import zlib
 
 import torch
@@ -40,11 +42,31 @@ from torch.nn.parallel import DistributedDataParallel
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective waits this long for a slow rank before failing
+# Processes started by hand (RANK / WORLD_SIZE set without torchrun's agent) must all join within this
+# time, so a lone or misnumbered rank fails in seconds instead of waiting for its partners forever.
+JOIN_TIMEOUT = datetime.timedelta(seconds=10)
+
+
+def env_int(name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    """The integer in the launcher variable ``name`` (``default`` when unset), checked to lie in
+    [low, high]; anything else is a one-line error naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        top = "" if high is None else f" and <= {high}"
+        raise RuntimeError(f"{name}: must be an integer >= {low}{top}, got {raw!r} (a torchrun variable: start the "
+                           f"command with torchrun, or unset {name} to run in one process)")
+    return value
 
 
 def launched() -> bool:
     """True when this process was started by ``torchrun`` (or another launcher) with WORLD_SIZE > 1."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return env_int("WORLD_SIZE", 1, low=1) > 1
 
 
 def active() -> bool:
@@ -69,7 +91,7 @@ def local_device(device: torch.device) -> torch.device:
     """The device of this rank: ``cuda:LOCAL_RANK`` when ``device`` is an unindexed CUDA device under a
     launcher (one GPU per process), else ``device``."""
     if device.type == "cuda" and device.index is None and launched():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", env_int("LOCAL_RANK", 0))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -78,8 +100,10 @@ def local_device(device: torch.device) -> torch.device:
 def init(device: torch.device) -> bool:
     """Join the launcher's process group (``env://``) once; NCCL for CUDA devices, gloo otherwise.
 
-    Returns True when a group of several processes is active. Missing launcher variables with
-    ``WORLD_SIZE > 1`` are an error naming them.
+    Returns True when a group of several processes is active. Missing or malformed launcher
+    variables with ``WORLD_SIZE > 1`` are an error naming them, a ``RANK`` outside
+    ``[0, WORLD_SIZE)`` is refused at once, and processes started without torchrun's agent must all
+    join within :data:`JOIN_TIMEOUT` (a lone rank fails in seconds, with a message).
     """
     if active() or not launched():
         return active()
@@ -87,9 +111,43 @@ def init(device: torch.device) -> bool:
     if missing:
         raise RuntimeError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} "
                            "are not set: start the command with torchrun (torchrun --nproc_per_node=N -m mtlat_edu ...)")
+    world = env_int("WORLD_SIZE", 1, low=1)
+    rank_ = env_int("RANK", 0)
+    env_int("LOCAL_RANK", 0)
+    port = env_int("MASTER_PORT", 0, low=1, high=65535)
+    if rank_ >= world:
+        raise RuntimeError(f"RANK: {rank_} is outside [0, {world}) for WORLD_SIZE={world}; each of the {world} "
+                           "processes needs its own rank from 0 to WORLD_SIZE - 1 (torchrun sets them)")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://", timeout=TIMEOUT)
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # torchrun's agent has gathered every process already
+        dist.init_process_group(backend, init_method="env://", timeout=TIMEOUT)
+        return active()
+    addr = os.environ["MASTER_ADDR"]
+    try:
+        if rank_ != 0:  # reach rank 0 first: torch's own retries log C++ tracebacks and take twice the timeout
+            _wait_for_master(addr, port, JOIN_TIMEOUT.total_seconds())
+        store = dist.TCPStore(addr, port, world, is_master=rank_ == 0, timeout=JOIN_TIMEOUT, wait_for_workers=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise RuntimeError(f"RANK={rank_} WORLD_SIZE={world}: the other processes did not join at {addr}:{port} "
+                           f"within {JOIN_TIMEOUT.total_seconds():g} s ({first}); start all of them together "
+                           f"(torchrun --nproc_per_node={world} -m mtlat_edu ...), or unset RANK and WORLD_SIZE "
+                           "to run in one process") from None
+    store.set_timeout(TIMEOUT)
+    dist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=TIMEOUT)
     return active()
+
+
+def _wait_for_master(addr: str, port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=1.0).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answers at {addr}:{port} ({exc.strerror or exc})") from None
+            time.sleep(0.2)
 
 
 def shutdown() -> None:

@@ -16,6 +16,7 @@ displaying ``panel`` (last expression of a cell) shows the live widget. The slid
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -101,6 +102,19 @@ def _check_image(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def _class_index(value, name: str, num_classes: int | None) -> int:
+    """A class index: an integer (a Python or numpy integer, or a one-element integer tensor) in
+    ``[0, num_classes)``; a float or a bool is refused, never truncated (``None``: any integer >= 0)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = value.item()
+    top = f"[0, {num_classes - 1}]" if num_classes is not None else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 or \
+            (num_classes is not None and value >= num_classes):
+        raise ValueError(f"{name}: must be a class index, an integer in {top}, got {value!r}")
+    return int(value)
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor) -> torch.Tensor:
     """Softmax probabilities of ``model`` (eval mode, the modes restored afterwards) for a batch ``x``."""
@@ -114,7 +128,7 @@ def predict(model, x: torch.Tensor) -> torch.Tensor:
 def mix_couple(x1, y1: int, x2, y2: int, lam: float, num_classes: int):
     """Eq. (1) on one couple through :func:`mtlat_edu.paper.mixup.mixup`: ``(x_mix, y_mix)``."""
     x = torch.stack([_check_image(x1, "x1"), _check_image(x2, "x2")])
-    y = one_hot(torch.tensor([int(y1), int(y2)]), num_classes)
+    y = one_hot(torch.tensor([_class_index(y1, "y1", num_classes), _class_index(y2, "y2", num_classes)]), num_classes)
     x_mix, y_mix = mixup(x, y, float(lam), torch.tensor([1, 0]))
     return x_mix[0], y_mix[0]
 
@@ -124,6 +138,7 @@ def mixup_panel(x1, y1: int, x2, y2: int, classes: Sequence[str], lam: float = 0
     """Sliders "lambda" and "alpha": the mixed image, its soft label and Beta(alpha, alpha)."""
     x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")
     n = len(classes)
+    y1, y2 = _class_index(y1, "y1", n), _class_index(y2, "y2", n)
 
     def compute(lam: float, alpha: float) -> dict:
         x_mix, y_mix = mix_couple(x1, y1, x2, y2, lam, n)
@@ -145,6 +160,8 @@ def mixup_panel(x1, y1: int, x2, y2: int, classes: Sequence[str], lam: float = 0
 def fgsm_example(model, x, y: int, eps: float, target: int | None = None) -> dict:
     """One FGSM step on one image: targeted (eq. 5) when ``target`` is given, else untargeted (eq. 2)."""
     x = _check_image(x, "x")
+    y = _class_index(y, "y", None)  # the range is checked against the model's outputs by fgsm
+    target = None if target is None else _class_index(target, "target", None)
     dev = model_device(model)
     xb = x.unsqueeze(0).to(dev)
     with eval_mode(model):
@@ -163,9 +180,12 @@ def fgsm_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.03, targ
     """Slider "eps" (0 to 0.1), a target dropdown and targeted/untargeted: image, perturbation, predictions."""
     import ipywidgets as W
     x = _check_image(x, "x")
-    target = (int(y) + len(classes) // 2) % len(classes) if target is None else int(target)
+    n = len(classes)
+    y = _class_index(y, "y", n)
+    target = (y + n // 2) % n if target is None else _class_index(target, "target", n)
 
     def compute(eps: float, target: int, mode: str) -> dict:
+        target = _class_index(target, "target", n)
         r = fgsm_example(model, x, y, eps, target if mode == "targeted" else None)
         r["mode"] = mode
         return r
@@ -187,16 +207,19 @@ def fgsm_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.03, targ
 
 def tlat_label(y: int, target: int, eps: float, num_classes: int) -> torch.Tensor:
     """Eq. (4) for one sample through :func:`mtlat_edu.paper.labels.tlat_labels`."""
-    return tlat_labels(one_hot(torch.tensor([int(y)]), num_classes), torch.tensor([int(target)]), float(eps))[0]
+    y, target = _class_index(y, "y", num_classes), _class_index(target, "target", num_classes)
+    return tlat_labels(one_hot(torch.tensor([y]), num_classes), torch.tensor([target]), float(eps))[0]
 
 
 def tlat_panel(y: int, classes: Sequence[str], target: int | None = None, eps: float = 0.025,
                eps_max: float = 0.5) -> Panel:
     """Slider "eps" and a target dropdown: the TLAT label ``(1 - eps) * y + eps * y_target``."""
     n = len(classes)
-    target = (int(y) + 1) % n if target is None else int(target)
+    y = _class_index(y, "y", n)
+    target = (y + 1) % n if target is None else _class_index(target, "target", n)
 
     def compute(eps: float, target: int) -> dict:
+        target = _class_index(target, "target", n)
         return {"eps": float(eps), "target": int(target), "y_clean": one_hot(torch.tensor([int(y)]), n)[0],
                 "y_adv": tlat_label(y, target, eps, n)}
 
@@ -214,6 +237,7 @@ def mtlat_couple(model, x3, y3: int, x4, y4: int, target: int, lam: float, eps: 
     Mixup (eq. 1) of ``x3`` and ``x4``, a targeted FGSM step (eq. 5) on the mix, the TLAT label
     of the mix (eq. 6). Returns every intermediate and the weights of the three sources.
     """
+    target = _class_index(target, "target", num_classes)
     x_mix, y_mix = mix_couple(x3, y3, x4, y4, lam, num_classes)
     r = fgsm_example(model, x_mix, y3, eps, target)
     y_mtlat = tlat_labels(y_mix[None], torch.tensor([int(target)]), float(eps))[0]
@@ -228,8 +252,10 @@ def mtlat_panel(model, x3, y3: int, x4, y4: int, classes: Sequence[str], target:
     """Sliders "lambda" and "eps" and a target: Figure 1's three sources and their weights."""
     x3, x4 = _check_image(x3, "x3"), _check_image(x4, "x4")
     n = len(classes)
+    y3, y4 = _class_index(y3, "y3", n), _class_index(y4, "y4", n)
     if target is None:
-        target = next(k for k in range(n) if k not in (int(y3), int(y4)))
+        target = next(k for k in range(n) if k not in (y3, y4))
+    target = _class_index(target, "target", n)
 
     def compute(lam: float, eps: float, target: int) -> dict:
         return mtlat_couple(model, x3, y3, x4, y4, target, lam, eps, n)
@@ -324,7 +350,8 @@ def pgd_steps_example(model, x, target: int, eps: float, steps: int, step_factor
     every k = 1..max_steps (k = 1 is targeted FGSM, eq. 5), each with the step ``step_factor * eps / k``."""
     x = _check_image(x, "x")
     dev = model_device(model)
-    xb, t = x.unsqueeze(0).to(dev), torch.tensor([int(target)], device=dev)
+    target = _class_index(target, "target", None)  # the range is checked against the model's outputs
+    xb, t = x.unsqueeze(0).to(dev), torch.tensor([target], device=dev)
     with eval_mode(model):
         advs = {k: targeted_pgd(model, xb, t, float(eps), steps=k, step_factor=step_factor)
                 for k in range(1, max(int(steps), int(max_steps)) + 1)}
@@ -340,9 +367,12 @@ def pgd_steps_panel(model, x, y: int, classes: Sequence[str], eps: float = 0.025
     """Sliders "k steps" and "eps" and a target: the targeted PGD image and p(target) against k."""
     import ipywidgets as W
     x = _check_image(x, "x")
-    target = (int(y) + len(classes) // 2) % len(classes) if target is None else int(target)
+    n = len(classes)
+    y = _class_index(y, "y", n)
+    target = (y + n // 2) % n if target is None else _class_index(target, "target", n)
 
     def compute(steps: int, eps: float, target: int) -> dict:
+        target = _class_index(target, "target", n)
         return pgd_steps_example(model, x, target, eps, steps, max_steps=max_steps)
 
     def draw(r: dict):
@@ -379,6 +409,7 @@ def manifold_panel(model, x1, y1: int, x2, y2: int, classes: Sequence[str], laye
     p(class of x1) against lambda for every layer (0 = the input: Mixup, eq. 1)."""
     import ipywidgets as W
     x1, x2 = _check_image(x1, "x1"), _check_image(x2, "x2")
+    y1, y2 = _class_index(y1, "y1", len(classes)), _class_index(y2, "y2", len(classes))
     top = len(getattr(model, "mix_points", ()))
 
     def compute(layer: int, lam: float) -> dict:

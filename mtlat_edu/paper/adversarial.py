@@ -141,7 +141,7 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps, *, validate: bool = True)
     """
     if validate:
         _validate(model, x, y, eps)
-    return _step(x, input_gradient(model, x, y), eps, +1.0)
+    return _step(x, input_gradient(model, x, y, check_classes=validate), eps, +1.0)
 
 
 def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
@@ -151,7 +151,7 @@ def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, valida
     """
     if validate:
         _validate(model, x, y_target, eps)
-    return _step(x, input_gradient(model, x, y_target), eps, -1.0)
+    return _step(x, input_gradient(model, x, y_target, check_classes=validate), eps, -1.0)
 
 
 PGD_STEPS = 3
@@ -187,13 +187,15 @@ def targeted_pgd(model, x: torch.Tensor, y_target: torch.Tensor, eps, steps: int
         u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
         x_adv = torch.min(torch.max(x + (2 * u - 1) * e, lo), hi)
     step = e * (step_factor / steps)
-    for _ in range(steps):
-        grad = input_gradient(model, x_adv, y_target)
+    for i in range(steps):
+        grad = input_gradient(model, x_adv, y_target, check_classes=validate and i == 0)
         x_adv = torch.min(torch.max(x_adv - step * grad.sign(), lo), hi).detach()
     return x_adv
 
 
 def _validate(model, x, y, eps):
+    """Images, eps and the labels' type and count (their range is checked against the logits,
+    ``input_gradient(check_classes=True)``, once the number of classes is known)."""
     check_model_input(x, model, "x")
     check_eps(eps, "eps", x.shape[0])
     check_labels(y, None, x.shape[0], "y")

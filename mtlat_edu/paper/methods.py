@@ -117,6 +117,9 @@ def register(name: str, label: str, kind: str):
                 if not isinstance(cfg, MethodConfig):
                     raise ValueError(f"cfg: expected a MethodConfig, got {type(cfg).__name__}")
                 check_model_input(x, model, "x")
+                if x.shape[0] == 0:
+                    raise ValueError(f"x: an empty batch (0 images); the training method {name!r} needs at least "
+                                     "one image (two for the adversarial methods)")
                 check_labels(y, cfg.num_classes, x.shape[0], "y")
             return fn(model, x, y, cfg, g)
         return METHODS.add(name, loss, label=label, kind=kind, description=(fn.__doc__ or "").split("\n")[0])

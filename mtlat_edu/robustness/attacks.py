@@ -152,6 +152,9 @@ def pgd_ll(model, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 0
     _check_batch(model, x, y)
     with eval_mode(model):
         target = least_likely_targets(model, x)
+        if y is not None and x.shape[0]:  # the labels' range, against the classes the model outputs
+            with torch.no_grad():
+                _check_classes(y, model(x[:1]).expand(x.shape[0], -1))
     return _pgd(model, x, target, eps, steps, step_size, random_start, generator, -1.0)
 
 

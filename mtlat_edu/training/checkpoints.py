@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mtlat_edu.core import io as mio
+from mtlat_edu.core.checks import check_int
 from mtlat_edu.models import build_model
 
 if TYPE_CHECKING:
@@ -64,20 +65,50 @@ def load_checkpoint(path, device="cpu"):
               "num_classes) and call load_state_dict; a damaged file: retrain (mtlat-edu train) or delete it")
     state = mio.load_torch(path, "model file (model.pt or checkpoint.pt of mtlat-edu)", remedy, device, MODEL_KEYS)
     cfg, num_classes = state["config"], state["num_classes"]
+
+    def bad(why: str) -> mio.CorruptFileError:
+        return mio.CorruptFileError(f"{path}: not a valid model file ({why}); {remedy}")
     try:
-        model = build_model(cfg["model"], num_classes)
-        model.load_state_dict(state["model"])
         info_cfg = {k: cfg[k] for k in ("method", "model", "dataset", "data_root", "image_size")}
+        check_int(num_classes, "num_classes", 2)
+        model = _fitted_model(cfg["model"], num_classes, state["model"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise mio.CorruptFileError(f"{path}: not a valid model file ({type(exc).__name__}: {exc}); {remedy}") from exc
+        raise bad(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
     model.to(device).eval()
     history = state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) and "test_acc" in h for h in history):
+        raise bad("its 'history' is not a list of per-epoch records with 'test_acc'")
+    classes = state.get("classes")
+    if classes is not None and (not isinstance(classes, list) or len(classes) != num_classes):
+        raise bad(f"its 'classes' is not a list of {num_classes} class names")
     info = {
         **info_cfg, "num_classes": num_classes,
-        "classes": state.get("classes"), "config": cfg, "history": history,
+        "classes": classes, "config": cfg, "history": history,
         "test_acc": history[-1]["test_acc"] if history else None, "path": str(path),
     }
     return model, info
+
+
+def _fitted_model(name: str, num_classes: int, weights) -> torch.nn.Module:
+    """``build_model(name, num_classes)`` loaded with ``weights``, after checking on the meta device (no
+    memory) that every tensor fits: a file's claims (e.g. ``num_classes`` = 2,000,000) are believed only
+    once its weights agree with them, and a model of another architecture gets one line, not one per tensor."""
+    if not isinstance(weights, dict):
+        raise TypeError(f"'model' holds a {type(weights).__name__}, not a state_dict")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(name, num_classes).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    other = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or other:
+        example = (f"{other[0]} is {got[other[0]]}, expected {expected[other[0]]}" if other
+                   else f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+        raise ValueError(f"its weights do not fit a {name} with {num_classes} classes ({len(other)} tensors of other "
+                         f"shapes, {len(missing)} missing, {len(unexpected)} unexpected; e.g. {example}): the file "
+                         "holds another architecture or was edited")
+    model = build_model(name, num_classes)
+    model.load_state_dict(weights)
+    return model
 
 
 def read_history(out_dir) -> list[dict]:

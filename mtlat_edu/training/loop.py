@@ -25,6 +25,11 @@ robustness appear during training (or FGSM training's catastrophic overfitting).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
+import os
+import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +40,8 @@ from tqdm.auto import tqdm
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_int
-from mtlat_edu.data import AUGMENTATIONS, FileImageData, ImageData, batches as make_batches, load_dataset
+from mtlat_edu.data import (AUGMENTATIONS, FileImageData, ImageData, batches as make_batches, check_same_classes,
+                            load_dataset)
 from mtlat_edu.models import build_model
 from mtlat_edu.paper.methods import ADVERSARIAL, get_method
 from mtlat_edu.robustness.measure import CLEAN, accuracy, measure_cell
@@ -77,6 +83,13 @@ def track_robustness(model: torch.nn.Module, data: ImageData, cfg: "TrainConfig"
     return {"tracked_images": len(data), **record}
 
 
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops, and no model.pt is written."""
+
+
+RUN_FILES = ("checkpoint.pt", "model.pt", "history.json", "config.json")
+
+
 @dataclass
 class TrainResult:
     model: torch.nn.Module
@@ -107,14 +120,19 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
             None keeps everything in memory.
         train_data, test_data: pre-loaded data (else loaded from ``cfg``, in memory or streamed
             from disk as ``cfg.data_mode`` says).
-        resume: continue from ``out_dir/checkpoint.pt`` when present (a finished run returns at once);
-            False starts over (the folder's previous checkpoint and model are removed first).
+        resume: continue from ``out_dir/checkpoint.pt`` when present (a finished run returns at once,
+            also from a read-only folder); False starts over: the new run trains in a temporary folder
+            beside ``out_dir`` (``.mtlat-<name>.<pid>.<random>.tmp``) and replaces the previous run's
+            files only once it has finished (a failed, stopped or killed new run leaves them intact).
         stop_after: stop after this many epochs of *this call* (to simulate an interruption).
 
     ``out_dir`` is locked for the call (a second run into it fails at once, see
     :func:`mtlat_edu.core.io.folder_lock`); the checkpoint holds the history and ``history.json`` /
     ``config.json`` are rewritten from it, so a kill at any moment leaves a consistent folder.
     Under torchrun every rank calls ``fit``; rank 0 alone locks and writes ``out_dir``.
+
+    A loss that becomes NaN or infinite stops the run at the end of that epoch with
+    :class:`TrainingDivergedError` (naming the epoch and ``--lr``); nothing of that epoch is saved.
     """
     cfg.validate()
     check_int(stop_after, "stop_after", optional=True, what="run to the end")
@@ -128,6 +146,7 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
         if not isinstance(data, (ImageData, FileImageData)):
             raise ValueError(f"{name}: expected an ImageData or FileImageData (data.load_dataset) or None, "
                              f"got {type(data).__name__}")
+    check_same_classes(train_data.classes, test_data.classes)
     if len(train_data) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than the training set ({len(train_data)} images)")
     if out_dir is None:
@@ -135,16 +154,48 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
     out = Path(out_dir)
     if not D.is_main():
         return _fit(cfg, out, train_data, test_data, resume, False, stop_after)
+    if resume and out.is_dir() and not os.access(out, os.W_OK) and (out / "checkpoint.pt").is_file():
+        # a read-only folder (another user's, an unpacked archive): a finished run is reused, nothing written
+        return _fit(cfg, out, train_data, test_data, resume, progress, stop_after, readonly=True)
     with mio.folder_lock(out):
         mio.clean_tmp(out, every=True)
+        if not resume and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
+            return _fit_beside(cfg, out, train_data, test_data, progress, stop_after)
         return _fit(cfg, out, train_data, test_data, resume, progress, stop_after)
 
 
+def _fit_beside(cfg: TrainConfig, out: Path, train_data, test_data, progress: bool,
+                stop_after: int | None) -> TrainResult:
+    """``resume=False`` over a folder holding a run: train in a fresh temporary sibling, then move the
+    finished run's files into ``out`` (each by an atomic rename; ``model.pt`` of the previous run is
+    removed just before, so no moment shows the old model with the new checkpoint). The caller
+    holds ``out``'s lock."""
+    mio.clean_tmp(out.parent)  # temporary folders of killed --no-resume runs
+    tmp = out.parent / f"{mio.TMP_PREFIX}{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
+    print(f"{out}: starting over in {tmp.name}; the previous run is replaced once the new one has finished")
+    try:
+        res = _fit(cfg, tmp, train_data, test_data, False, progress, stop_after)
+        if not (res.history and res.history[-1]["epoch"] == cfg.epochs):
+            print(f"{out}: the new run stopped after epoch {res.history[-1]['epoch'] if res.history else 0} of "
+                  f"{cfg.epochs}; the previous run is left as it was")
+            res.out_dir = out
+            return res
+        (out / "model.pt").unlink(missing_ok=True)
+        for name in RUN_FILES:
+            os.replace(tmp / name, out / name)
+        res.out_dir = out
+        return res
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool,
-         progress: bool, stop_after: int | None) -> TrainResult:
+         progress: bool, stop_after: int | None, readonly: bool = False) -> TrainResult:
     device = D.local_device(cfg.resolved_device())
     rank, world = D.rank(), D.world_size()
     main = rank == 0
+    write = bool(out) and main and not readonly  # rank 0 alone writes the run folder
     fast = cfg.fast(device)
     num_classes = train_data.num_classes
     torch.manual_seed(cfg.seed)
@@ -192,13 +243,16 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
             raise mio.CorruptFileError(f"{ckpt_path}: not a valid training checkpoint of this run ({exc}); "
                                        f"{RESUME_REMEDY}") from exc
         history, start_epoch = list(state["history"]), int(state["epoch"])
+        if readonly and start_epoch < cfg.epochs:
+            raise mio.WriteError(errno.EACCES, f"out_dir: {out} is read-only and its run is unfinished (epoch {start_epoch} of "
+                                     f"{cfg.epochs}); copy the folder somewhere writable to resume it")
         if main:
             print(f"{out}: already finished ({cfg.epochs} epochs), reusing it" if start_epoch >= cfg.epochs else
                   f"{out}: resuming from epoch {start_epoch} of {cfg.epochs}")
-    elif out and main:  # a fresh start: nothing of an earlier run may be left to describe this one
+    elif write:  # a fresh start: nothing of an earlier run may be left to describe this one
         for name in ("checkpoint.pt", "model.pt"):
             (out / name).unlink(missing_ok=True)
-    if out and main:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
+    if write:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
         mio.write_json(out / "config.json", dataclasses.asdict(cfg))
         mio.write_json(out / "history.json", history)
 
@@ -232,10 +286,16 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
+        train_loss = D.all_reduce_sum(loss_sum).item() / world / len(batches)
+        if not math.isfinite(train_loss):  # every rank sees the same sum, so every rank stops here
+            raise TrainingDivergedError(
+                f"lr: training diverged in epoch {epoch + 1} of {cfg.epochs} ({cfg.method}): the mean training loss "
+                f"is {train_loss}; lower the learning rate (--lr, now {cfg.lr:g}) and start over (--no-resume or "
+                f"another folder); nothing of this epoch was saved and no model.pt was written")
         D.broadcast_buffers(model)  # rank 0's batch-norm statistics: the ones saved and evaluated
         test_acc = evaluate(model, test_data, cfg.eval_batch_size, device, cfg.amp, fast, cfg.workers)
         history.append({
-            "epoch": epoch + 1, "train_loss": D.all_reduce_sum(loss_sum).item() / world / len(batches),
+            "epoch": epoch + 1, "train_loss": train_loss,
             "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_time, 3),
             "images_per_second": round(len(batches) * cfg.batch_size / train_time, 1),
         })
@@ -248,13 +308,13 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
                        f"test acc {test_acc:.4f}{tracked_msg}, {history[-1]['images_per_second']:.0f} img/s")
         if out:
             ranks = D.all_gather_object({"step": step_gen.get_state(), "torch_rng": torch.get_rng_state()})
-            if main:
+            if write:
                 mio.save_torch(ckpt_path, checkpoint_state(model, opt, sched, epoch + 1, (data_gen, step_gen),
                                                             history, cfg, train_data.classes, ranks))
                 mio.write_json(out / "history.json", history)
 
     finished = bool(history) and history[-1]["epoch"] == cfg.epochs
-    if out and finished and main:
+    if write and finished:
         save_model(out / "model.pt", model, cfg, num_classes, train_data.classes, history)
     D.barrier()  # every rank returns once rank 0 has written the run folder
     model.eval()
