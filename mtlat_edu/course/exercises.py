@@ -393,7 +393,7 @@ def _add(ex: Exercise, notebook: str) -> None:
 
 _add(Exercise(
     "one_hot", "one-hot labels", "my_one_hot(y, num_classes)", _onehot_inputs,
-    lambda y, num_classes: L.one_hot(y, num_classes), solution_one_hot,
+    L.one_hot, solution_one_hot,
     "Start from torch.zeros(len(y), num_classes) and put a 1 in row i, column y[i].",
     mistakes=(Mistake("the ones are in the wrong places: row i needs its 1 in column y[i].",
                       lambda fn, inp, out: torch.allclose(_tensor(out).sum(1), torch.ones(len(inp["y"])))),),
@@ -401,7 +401,7 @@ _add(Exercise(
 
 _add(Exercise(
     "mixup", "Mixup, eq. (1)", "my_mixup(x, y_soft, lam, perm) -> (x_mix, y_mix)", _mixup_inputs,
-    lambda x, y_soft, lam, perm: mixup(x, y_soft, lam, perm), solution_mixup,
+    mixup, solution_mixup,
     "x_mix[i] = lam[i] * x[i] + (1 - lam[i]) * x[perm[i]]; reshape lam to (B, 1, 1, 1) for images and (B, 1) "
     "for labels, and mix the labels with the same lam.",
     mistakes=(
@@ -418,7 +418,7 @@ _add(Exercise(
 
 _add(Exercise(
     "fgsm", "untargeted FGSM, eq. (2)", "my_fgsm(model, x, y, eps) -> x_adv", _attack_inputs,
-    lambda model, x, y, eps: fgsm(model, x, y, eps), solution_fgsm,
+    fgsm, solution_fgsm,
     "Take the gradient of cross_entropy(model(x), y, reduction='sum') with respect to x, step eps * sign(grad) "
     "*up* the loss (one eps per image: eps.view(-1, 1, 1, 1)), then clamp to [0, 1].",
     mistakes=(
@@ -436,7 +436,7 @@ _add(Exercise(
 _add(Exercise(
     "targeted_fgsm", "targeted FGSM, eq. (5)", "my_targeted_fgsm(model, x, y_target, eps) -> x_adv",
     lambda: _attack_inputs("y_target"),
-    lambda model, x, y_target, eps: targeted_fgsm(model, x, y_target, eps), solution_targeted_fgsm,
+    targeted_fgsm, solution_targeted_fgsm,
     "Eq. (5): x - eps * sign(grad_x L(x, y_target)): the gradient of the loss *towards the target*, and a step "
     "*down* that loss; one eps per image (eps.view(-1, 1, 1, 1)); clamp to [0, 1].",
     mistakes=(
@@ -461,7 +461,7 @@ _add(Exercise(
 
 _add(Exercise(
     "tlat_labels", "the TLAT label, eq. (4)", "my_tlat_labels(y_soft, y_target, eps) -> (B, N)", _tlat_inputs,
-    lambda y_soft, y_target, eps: L.tlat_labels(y_soft, y_target, eps), solution_tlat_labels,
+    L.tlat_labels, solution_tlat_labels,
     "y_adv = (1 - eps) * y_clean + eps * one_hot(y_target): both terms weighted, eps of shape (B, 1).",
     mistakes=(
         Mistake("the weights are swapped: the target gets eps and the clean label 1 - eps (eq. 4).",
@@ -475,7 +475,7 @@ _add(Exercise(
 
 _add(Exercise(
     "smooth_labels", "the LS labels of section 5.4", "my_smooth_labels(y, num_classes, eps) -> (B, N)", _ls_inputs,
-    lambda y, num_classes, eps: L.smooth_labels(y, num_classes, eps), solution_smooth_labels,
+    L.smooth_labels, solution_smooth_labels,
     "Section 5.4: the one becomes 1 - eps, each zero becomes eps / N (N = num_classes, the true class included).",
     mistakes=(
         Mistake("the zeros get eps / N in the paper, not eps / (N - 1) (its labels then sum to 1 - eps/N, kept as "
