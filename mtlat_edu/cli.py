@@ -1,5 +1,5 @@
 """The ``mtlat-edu`` command line, every subcommand: ``train``, ``train-profile``, ``bench-step``,
-``evaluate`` and ``reproduce`` (their options here, their work in the package).
+``evaluate``, ``reproduce`` and ``ship`` (their options here, their work in the package).
 
 Examples::
 
@@ -30,6 +30,7 @@ from mtlat_edu.benchmark.scores import REFERENCE
 from mtlat_edu.core import distributed as D
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import resolve_device
+from mtlat_edu.course import shipped
 from mtlat_edu.course.runner import run_notebooks
 from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
 from mtlat_edu.models import MODELS
@@ -292,6 +293,9 @@ def add_reproduce_args(p) -> None:
                    help="OMP/MKL threads of the notebook kernels (1 is fastest on a small shared CPU)")
     p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: no limit)")
     p.add_argument("--no-progress", action="store_true", help="a line per notebook instead of a progress bar")
+    p.add_argument("--use-shipped", action="store_true",
+                   help="let the models shipped with the package stand in for missing runs (default: train every "
+                        "missing run from scratch and compare its clean accuracy with the shipped model's)")
     p.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
 
 
@@ -301,13 +305,41 @@ def cmd_reproduce(args) -> int:
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
                            runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
-                           extra_parameters={"seeds": seeds}, progress=not args.no_progress)
+                           extra_parameters={"seeds": seeds}, progress=not args.no_progress,
+                           reproduce=not args.use_shipped)
+    if report.ok and not args.use_shipped:
+        print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs_root, (seeds or [0])[0])))
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():
         print("\nThe paper's claims, judged against the spread over training seeds (notebook 08):")
         print("\n".join(claims_lines(mio.read_json(claims))))
         print(f"  details: {claims}")
     return 0 if report.ok else 1
+
+
+def add_ship_args(p) -> None:
+    """The arguments of ``mtlat-edu ship`` (:func:`mtlat_edu.course.shipped.ship`)."""
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES), help="the profile whose runs are shipped")
+    p.add_argument("--runs", default="runs", help="root of the run folders (<runs>/<profile>/<method>/seed<k>)")
+    p.add_argument("--seed", type=int, default=0, help="the training seed shipped (default 0)")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
+    p.add_argument("--no-surrogate", action="store_true", help="do not ship the VGG surrogate")
+    p.add_argument("--group", default="runs", choices=list(shipped.GROUPS),
+                   help="runs: <runs>/<profile>/...; tracked: <runs>/tracked/<profile>/... (notebook 05's runs with "
+                        "a robustness record)")
+    p.add_argument("--history-only", action="store_true", help="ship the histories only, no weights")
+    p.add_argument("--out", default=None, help="root of the shipped folders (default: the package's pretrained/)")
+    p.add_argument("--check", action="store_true", help="only verify the shipped folder of --profile (sizes, SHA-256)")
+
+
+def cmd_ship(args) -> int:
+    """Export finished runs as shipped models (safetensors + manifest), or verify a shipped folder."""
+    if not args.check:
+        shipped.ship(args.profile, args.runs, seed=args.seed, methods=args.methods, surrogate=not args.no_surrogate,
+                     group=args.group, history_only=args.history_only, root=args.out)
+    problems = shipped.check_folder(args.profile, args.out)
+    print("\n".join(problems) if problems else f"{shipped.profile_folder(args.profile, args.out)}: every entry verified")
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_step_args(sub.add_parser("bench-step", help="time a training step per method (ratio to standard)"))
     add_evaluate_args(sub.add_parser("evaluate", help="robustness benchmark of trained models (Tables 1-3)"))
     add_reproduce_args(sub.add_parser("reproduce", help="run the course notebooks in order with papermill"))
+    add_ship_args(sub.add_parser("ship", help="export finished runs as shipped models (safetensors + manifest)"))
     return p
 
 
@@ -338,6 +371,8 @@ def main(argv=None) -> int:
             return cmd_reproduce(args)
         if args.command == "bench-step":
             return cmd_bench_step(args)
+        if args.command == "ship":
+            return cmd_ship(args)
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
             return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
     except KeyboardInterrupt:

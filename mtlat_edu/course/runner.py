@@ -160,7 +160,7 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
                   runs_root="runs", data_root=None, kernel_name: str = KERNEL_NAME,
                   notebook_folder=None, cell_timeout: int | None = None, log: Callable[[str], None] = print,
                   extra_parameters: dict | None = None, threads: int | None = None,
-                  progress: bool = False) -> ReproduceReport:
+                  progress: bool = False, reproduce: bool = True) -> ReproduceReport:
     """Execute the course notebooks in order with papermill; stop at the first failure.
 
     Executed copies go to ``<out>/notebooks/``, the notebooks' results to ``<out>/<notebook>/`` and
@@ -169,6 +169,8 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     ``threads`` sets OMP_NUM_THREADS / MKL_NUM_THREADS for the kernels (1 is much faster on a
     small shared CPU, where several processes compete for the cores). ``progress`` shows one
     progress bar over the notebooks (``mtlat-edu reproduce``) instead of a line per notebook.
+    ``reproduce`` (the notebooks' parameter): True trains every missing run from scratch, False lets
+    the shipped models stand in for them (:mod:`mtlat_edu.course.shipped`).
     """
     import papermill  # noqa: F401  (fail early, before any work, when papermill is missing)
 
@@ -183,7 +185,8 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     exec_dir.mkdir(parents=True, exist_ok=True)
     ensure_kernel(kernel_name)
     params = {"profile": profile, "device": device, "runs_root": str(Path(runs_root).expanduser().resolve()),
-              "output_dir": str(out), "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None}
+              "output_dir": str(out), "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
+              "reproduce": bool(reproduce)}
     params.update(extra_parameters or {})
     log(f"mtlat-edu reproduce: profile {profile}, device {device}, {len(paths)} notebook(s)\n"
         f"  runs    {params['runs_root']}/{profile}\n  output  {out}")

@@ -1,9 +1,15 @@
 """The notebook session: :func:`setup` is what the second cell of every notebook calls.
 
 It turns the notebook's parameters (``profile``, ``device``, ``data_root``, ``runs_root``,
-``output_dir``) into a :class:`Course` object that loads the profile's data, trains or reuses
-the profile's runs, benchmarks them and saves results (atomically, through
-:mod:`mtlat_edu.core.io`) under ``output_dir/<notebook>/``. The papermill runner that executes
+``output_dir``, ``reproduce``) into a :class:`Course` object that loads the profile's data, trains
+or reuses the profile's runs, benchmarks them and saves results (atomically, through
+:mod:`mtlat_edu.core.io`) under ``output_dir/<notebook>/``.
+
+*Load if present, else train.* A run is taken, in order, from its run folder (finished
+``model.pt``), from the models shipped with the package (:mod:`.shipped`: the profile's seed-0
+runs, verified by SHA-256; the notebook prints which it used), or trained now. ``reproduce=True``
+(``make reproduce``) ignores the shipped models and trains every missing run; so does a course of
+several seeds (the claims need every seed's run folders). The papermill runner that executes
 the notebooks with the same parameters is :mod:`mtlat_edu.course.runner`.
 
 Relative paths given to :func:`setup` are resolved against *the notebooks' folder*: the current
@@ -21,9 +27,11 @@ import torch
 
 from mtlat_edu.benchmark import evaluate, run_suite
 from mtlat_edu.core import checks, io as mio
+from mtlat_edu.course import shipped as ship
 from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, get_profile, load_profile_data, run_dir,
                        train_seeds)
 from mtlat_edu.training.checkpoints import read_history
+from mtlat_edu.training.loop import TrainResult, fit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -66,6 +74,8 @@ class Course:
     notebook: str = "notebook"
     seed: int = 0
     seeds: tuple[int, ...] = (0,)
+    reproduce: bool = False              # True: never use a shipped model, train what is missing
+    shipped_root: Path | None = None     # the shipped models' root (None: the package's pretrained/)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- descriptions
@@ -111,6 +121,9 @@ class Course:
             + (" (fewer than `mtlat-edu evaluate --profile smoke`, to keep the test short)" if p.name == "smoke" else ""),
             f"device      {device_description(self.device)}",
             f"runs        {self.runs_root / p.name}  (trained models, reused when present)",
+            f"shipped     " + (f"models of {ship.profile_folder(p.name, self.shipped_root)} stand in for missing runs"
+                               if self.uses_shipped else "not used (" + ("reproduce=True: every run is trained"
+                               if self.reproduce else "several seeds: every run is trained") + ")"),
             f"results     {self.out_dir}",
         ]
         return "\n".join(lines)
@@ -161,41 +174,100 @@ class Course:
         idx = torch.tensor(picked)
         return data.float_images(idx), data.labels[idx]
 
-    # ---- runs
+    # ---- runs: the run folder, else a shipped model, else train
+    @property
+    def uses_shipped(self) -> bool:
+        """Shipped models stand in for missing runs: not when reproducing, not with several seeds."""
+        return not self.reproduce and len(self.seeds) == 1
+
+    def shipped_entry(self, name: str, seed: int | None = None, profile: Profile | None = None,
+                      group: str = "runs", weights: bool = True) -> dict | None:
+        """The shipped entry that stands in for the run ``name`` (None when the run folder has a
+        finished model, when nothing is shipped for it, or when shipped models are not used)."""
+        prof = profile or self.profile
+        seed = self.seeds[0] if seed is None else seed
+        if not self.uses_shipped or (run_dir(prof, self.runs_root / ship.GROUPS[group], name, seed) / "model.pt").exists():
+            return None
+        return ship.find_shipped(prof.name, ship.entry_name(name, group), seed, self.shipped_root, weights)
+
+    def _shipped_result(self, name: str, profile: Profile | None = None, group: str = "runs") -> TrainResult:
+        """The shipped run ``name`` (verified and loaded once; the model is None for a history-only
+        entry), announced with what it is: ``name: shipped model (seed 0, trained with ...)``."""
+        prof = profile or self.profile
+        key = ("shipped", prof.name, group, name)
+        if key not in self._cache:
+            entry_name = ship.entry_name(name, group)
+            entry = ship.find_shipped(prof.name, entry_name, root=self.shipped_root, weights=False)
+            model = None
+            if entry["file"] is not None:
+                model, _ = ship.load_shipped(prof.name, entry_name, self.device, self.shipped_root)
+            print(f"{entry_name}: {ship.describe(entry)}")
+            where = ship.profile_folder(prof.name, self.shipped_root) / (entry["file"] or ship.MANIFEST)
+            self._cache[key] = TrainResult(model, entry["history"], where, ship.train_config(entry), entry["test_acc"])
+        return self._cache[key]
+
+    def _runs(self, profile: Profile, runs_root: Path, methods, surrogate: bool, group: str = "runs",
+              weights: bool = True, progress: bool = False, seeds=None, **overrides) -> dict[int, dict]:
+        """``{seed: {name: TrainResult}}``: shipped runs where they stand in, the others trained
+        (or reused) by :func:`~mtlat_edu.training.profiles.train_seeds`."""
+        seeds = tuple(seeds or self.seeds)
+        methods = tuple(methods or profile.methods)
+        names = (*methods, *((SURROGATE,) if surrogate else ()))
+        shipped = {n for n in names if self.shipped_entry(n, profile=profile, group=group, weights=weights)}
+        todo, need_surrogate = [m for m in methods if m not in shipped], surrogate and SURROGATE not in shipped
+        results = {s: {} for s in seeds}
+        if todo:
+            results = train_seeds(profile, runs_root, methods=todo, surrogate=need_surrogate, seeds=seeds,
+                                  device=self.device, progress=progress, **overrides)
+        elif need_surrogate:  # train_seeds reads "no methods" as "all of them"
+            for s in seeds:
+                results[s][SURROGATE] = fit(profile.surrogate_config(device=self.device, seed=s, **overrides),
+                                            run_dir(profile, runs_root, SURROGATE, s), progress=progress)
+        for n in shipped:
+            results[seeds[0]][n] = self._shipped_result(n, profile, group)
+        return {s: {n: r[n] for n in names if n in r} for s, r in results.items()}
+
     def train(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
-        """Train what is missing of this profile for every seed of the course (reuse the rest) and
-        return ``{name: TrainResult}`` of the first seed (:func:`~mtlat_edu.training.profiles.train_seeds`)."""
+        """The first seed's runs ``{name: TrainResult}`` (:meth:`train_all`)."""
         return self.train_all(methods, surrogate, progress)[self.seeds[0]]
 
     def train_all(self, methods: Sequence[str] | None = None, surrogate: bool = True, progress: bool = True):
-        """``{seed: {name: TrainResult}}`` for every seed of the course (trained when missing)."""
-        return train_seeds(self.profile, self.runs_root, methods=methods, surrogate=surrogate, seeds=self.seeds,
-                           device=self.device, progress=progress)
+        """``{seed: {name: TrainResult}}`` for every seed of the course: a finished run folder is
+        reused, else a shipped model stands in (:meth:`shipped_entry`), else the run is trained now."""
+        return self._runs(self.profile, self.runs_root, methods, surrogate, progress=progress)
 
     def train_tracked(self, methods: Sequence[str], images: int = 500, attacks: Sequence[str] = ("pgd",),
                       corruption: str | None = None, progress: bool = False) -> dict:
         """The first seed's runs of ``methods`` trained with a robustness record after every epoch
         (``TrainConfig.track_robustness``: accuracy under ``attacks`` and ``corruption`` on ``images``
-        fixed test images), kept apart in ``<runs_root>/tracked`` and reused: ``{method: TrainResult}``."""
-        seed = self.seeds[0]
-        return train_seeds(self.profile, self.runs_root / "tracked", methods=methods, surrogate=False, seeds=(seed,),
-                           device=self.device, progress=progress, track_robustness=images,
-                           track_attacks=tuple(attacks), track_corruption=corruption)[seed]
+        fixed test images), kept apart in ``<runs_root>/tracked`` and reused, or shipped (group
+        ``tracked``; a history-only entry gives a result whose model is None): ``{method: TrainResult}``."""
+        return self._runs(self.profile, self.runs_root / "tracked", methods, False, "tracked", weights=False,
+                          progress=progress, track_robustness=images, track_attacks=tuple(attacks),
+                          track_corruption=corruption)[self.seeds[0]]
 
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
-        """``{name: model}`` in eval mode, first seed (trained first if missing)."""
+        """``{name: model}`` in eval mode, first seed (shipped or trained first if missing)."""
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
 
     def run_dir(self, method: str, seed: int | None = None) -> Path:
         return run_dir(self.profile, self.runs_root, method, self.seeds[0] if seed is None else seed)
+
+    def history(self, name: str, seed: int | None = None, profile: Profile | None = None) -> list[dict]:
+        """The per-epoch history of one run: its run folder's, else the shipped one's (``[]``: none)."""
+        prof = profile or self.profile
+        seed = self.seeds[0] if seed is None else seed
+        hist = read_history(run_dir(prof, self.runs_root, name, seed))
+        if not hist and self.shipped_entry(name, seed, prof, weights=False):
+            hist = self._shipped_result(name, prof).history
+        return hist
 
     def histories(self, names: Sequence[str] | None = None, seed: int | None = None,
                   profile: Profile | None = None) -> dict[str, list[dict]]:
         """``{name: history}`` of one seed (default: the first) of this profile (or ``profile``)."""
         prof = profile or self.profile
         names = list(names or (*prof.methods, SURROGATE))
-        seed = self.seeds[0] if seed is None else seed
-        return {n: read_history(run_dir(prof, self.runs_root, n, seed)) for n in names}
+        return {n: self.history(n, seed, prof) for n in names}
 
     def clean_accuracy(self, names: Sequence[str] | None = None):
         """Final test accuracy (%) of every run during training (the profile's ``test_limit`` images)
@@ -204,8 +276,7 @@ class Course:
         names = list(names or (*self.profile.methods, SURROGATE))
         rows = {}
         for n in names:
-            accs = {f"seed {k}": 100 * h[-1]["test_acc"] for k in self.seeds
-                    if (h := read_history(self.run_dir(n, k)))}
+            accs = {f"seed {k}": 100 * h[-1]["test_acc"] for k in self.seeds if (h := self.history(n, k))}
             values = pd.Series(accs, dtype=float)
             rows[n] = {**accs, "mean": values.mean(), "std": values.std(ddof=1), "seeds": len(values)}
         return pd.DataFrame.from_dict(rows, orient="index")
@@ -220,8 +291,7 @@ class Course:
         the short regime's runs are trained when missing (a few minutes on a CPU)."""
         short = self.short_profile()
         if short.name != self.profile.name:
-            train_seeds(short, self.runs_root, methods=methods, surrogate=False, seeds=(self.seeds[0],),
-                        device=self.device, progress=progress)
+            self._runs(short, self.runs_root, methods, False, weights=False, progress=progress, seeds=self.seeds[:1])
         label = lambda p: f"{p.name}: {p.train_limit or 'all'} images, {p.epochs} epochs"  # noqa: E731
         return {label(short): self.histories(methods, profile=short),
                 label(self.profile): self.histories(methods)}
@@ -231,6 +301,8 @@ class Course:
         d = self.run_dir(name, seed)
         if (d / "model.pt").exists():
             return "finished"
+        if self.shipped_entry(name, seed):
+            return "shipped (not trained)"
         hist = read_history(d)
         if hist:
             epochs = self.profile.surrogate_epochs if name == SURROGATE and self.profile.surrogate_epochs \
@@ -262,8 +334,16 @@ class Course:
     def benchmark(self, progress: bool = False, **kw):
         """Every run of this profile and of every seed through the benchmark (cells already in the
         cache are reused): an :class:`~mtlat_edu.benchmark.EvaluateResult` with the mean ± std
-        tables and the claims verdicts. Trains what is missing first."""
-        self.train_all(progress=progress)
+        tables and the claims verdicts. Trains what is missing first.
+
+        When shipped models stand in for some runs (one seed, not reproducing), the first seed's
+        models are benchmarked in memory into :meth:`suite_dir` (sharing the cache of notebooks 06-07)."""
+        runs = self.train_all(progress=progress)[self.seeds[0]]
+        if any(self.shipped_entry(n) for n in runs):
+            models = {n: r.model for n, r in runs.items() if n != SURROGATE}
+            return evaluate(models, surrogate=runs[SURROGATE].model if SURROGATE in runs else None,
+                            data=self.data("test"), out=self.suite_dir(), device=self.device,
+                            eval_limit=self.eval_limit, attack_limit=self.attack_limit, progress=progress, **kw)
         return evaluate(profile=self.profile.name, runs=self.runs_root, out=self.benchmark_dir, device=self.device,
                         data_root=self.profile.data_root, eval_limit=self.eval_limit, attack_limit=self.attack_limit,
                         seeds=self.seeds, progress=progress, **kw)
@@ -291,7 +371,8 @@ class Course:
 
 
 def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root="../runs", output_dir=None,
-          notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None) -> Course:
+          notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None, reproduce: bool = False,
+          shipped_root=None) -> Course:
     """The derived settings of a notebook (its second cell).
 
     Args:
@@ -303,14 +384,20 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
         notebook: sub-folder of ``output_dir`` for this notebook's files.
         seed: the notebook's own randomness (example images, ...).
         seeds: training seeds (None: the profile's); one run folder per method and seed.
+        reproduce: True trains every missing run from scratch (``make reproduce``); False (default)
+            lets the models shipped with the package stand in for missing runs of a one-seed course.
+        shipped_root: the shipped models' root (None: the package's ``pretrained/`` folder).
     """
+    if not isinstance(reproduce, bool):
+        raise ValueError(f"reproduce: must be True (train every run) or False (use shipped models), got {reproduce!r}")
     PROFILES.check(profile)
     base = notebook_dir()
     prof = get_profile(profile, **({"data_root": str(_resolve(data_root, base))} if data_root else {}))
     out = _resolve(output_dir if output_dir else Path("..") / "output" / profile, base)
     seeds = check_seeds(prof.seeds if seeds is None else seeds)
     device = str(checks.resolve_device(device))  # "auto" -> "cuda" when a GPU is visible, else "cpu"
-    course = Course(prof, device, _resolve(runs_root, base), out, notebook or "notebook", seed, seeds)
+    course = Course(prof, device, _resolve(runs_root, base), out, notebook or "notebook", seed, seeds, reproduce,
+                    None if shipped_root is None else _resolve(shipped_root, base))
     course.out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if verbose:

@@ -51,6 +51,25 @@ def amplify(delta: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     return (0.5 + delta / (2 * scale)).clamp(0, 1)
 
 
+def delta_map(ax, delta, scale: float | None = None, title: str | None = None, colorbar: bool = True,
+              fontsize: int = 8) -> float:
+    """A perturbation as one diverging map: the mean over the colour channels, red = brighter, blue =
+    darker, white = unchanged, on the symmetric scale ``+-scale`` (default: its largest change),
+    with a colour bar in pixel units so the map has a scale. Returns the scale used."""
+    d = torch.as_tensor(delta).detach().float().cpu()
+    d = d.mean(0) if d.dim() == 3 else d
+    scale = float(scale) if scale else max(float(d.abs().max()), 1e-12)
+    im = ax.imshow(d.numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.ax.tick_params(labelsize=6)
+    return scale
+
+
 def _as_list(images) -> list:
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         return list(images)
@@ -197,8 +216,8 @@ def fgsm_figure(x, x_adv, probs_clean, probs_adv, classes: Sequence[str] | None,
     delta = torch.as_tensor(x_adv) - torch.as_tensor(x)
     p0, p1 = torch.as_tensor(probs_clean).flatten(), torch.as_tensor(probs_adv).flatten()
     _imshow(axes[0], x, f"clean: {class_name(classes, y_true)}")
-    _imshow(axes[1], amplify(delta, eps), f"perturbation x {0.5 / eps:.0f}\nmax |delta| = {float(delta.abs().max()):.3f}"
-            if eps else "perturbation (eps = 0)")
+    delta_map(axes[1], delta, eps or None, f"perturbation, channel mean\nmax |delta| = {float(delta.abs().max()):.3f}"
+              if eps else "perturbation (eps = 0)")
     _imshow(axes[2], x_adv, f"adversarial (eps = {eps:.3f})")
     hl = {y_true: GOOD_COLOR}
     if target is not None:
@@ -228,8 +247,8 @@ def mtlat_figure(x3, x4, delta, x_mtlat, y_mtlat, classes: Sequence[str] | None,
     w = (lam * (1 - eps), (1 - lam) * (1 - eps), eps)
     _imshow(axes[0], x3, f"clean x_3: {class_name(classes, y3)}\nweight lambda(1-eps) = {w[0]:.3f}")
     _imshow(axes[1], x4, f"clean x_4: {class_name(classes, y4)}\nweight (1-lambda)(1-eps) = {w[1]:.3f}")
-    _imshow(axes[2], amplify(delta, eps), f"perturbation to {class_name(classes, target)}\n"
-            f"weight eps = {w[2]:.3f} (amplified)")
+    delta_map(axes[2], delta, eps or None, f"perturbation to {class_name(classes, target)}\n"
+            f"weight eps = {w[2]:.3f} (channel mean)")
     _imshow(axes[3], x_mtlat, "x_mtlat (eq. 6)")
     hl = {y3: CLEAN_COLOR, y4: MIX_COLOR, target: ADV_COLOR}
     label_bar(axes[4], y_mtlat, classes, "y_mtlat = (1-eps) y_mix + eps y_target", hl)
@@ -316,8 +335,12 @@ def accuracy_bars(values: Mapping[str, float], title: str = "", ylabel: str = "a
     err = None if errors is None else [0.0 if np.isnan(float(errors.get(n, np.nan))) else float(errors[n])
                                        for n in names]
     ax.bar(names, vals, yerr=err, capsize=3, color=[GOOD_COLOR if n == "standard" else CLEAN_COLOR for n in names])
-    for i, v in enumerate(vals):
-        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    tops = [v + (e if err else 0.0) for v, e in zip(vals, err or [0.0] * len(vals))]
+    span = max(max(tops) - min(vals), 1.0)
+    for i, (v, top) in enumerate(zip(vals, tops)):  # the value above its error bar, not on it
+        ax.text(i, top + 0.04 * span, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    # a zoomed axis: differences of 1-3 points are the point of the figure (the axis does not start at 0)
+    ax.set_ylim(min(vals) - 0.5 * span, max(tops) + 0.3 * span)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1)
     ax.set_ylabel(ylabel)
@@ -366,19 +389,28 @@ def corruption_pair(images: Mapping[str, tuple], title: str | None = None) -> Fi
 
 
 def severity_curves(curves: Mapping[str, Mapping[float, float]], clean: float | None = None,
-                    title: str = "accuracy as the severity grows") -> Figure:
-    """Accuracy (in %) against severity, one line per corruption: ``{name: {severity: acc}}``."""
-    fig = _figure(5.5, 3.4)
+                    title: str = "accuracy as the severity grows", compare: Mapping[str, Mapping[float, float]] | None = None,
+                    compare_clean: float | None = None, labels: tuple[str, str] = ("", "")) -> Figure:
+    """Accuracy (in %) against severity, one line per corruption: ``{name: {severity: acc}}``. With
+    ``compare`` (a second model's curves), both models share the axes: ``labels[0]`` solid, ``labels[1]``
+    dashed, one colour per corruption, so their differences read directly."""
+    fig = _figure(6.2 if compare else 5.5, 3.6)
     ax = fig.subplots()
-    for name, pts in curves.items():
-        s = sorted(pts)
-        ax.plot(s, [100 * pts[k] for k in s], marker="o", ms=3, label=name)
-    if clean is not None:
-        ax.axhline(100 * clean, color="black", ls="--", lw=1, label="clean")
+    colours = {}
+    for style, (data, ref, label) in zip(("-", "--"), ((curves, clean, labels[0]), (compare, compare_clean, labels[1]))):
+        if data is None:
+            continue
+        for name, pts in data.items():
+            s = sorted(pts)
+            line, = ax.plot(s, [100 * pts[k] for k in s], ls=style, marker="o", ms=3, color=colours.get(name),
+                            label=f"{name} {label}".strip())
+            colours.setdefault(name, line.get_color())
+        if ref is not None:
+            ax.axhline(100 * ref, color="black", ls=style, lw=1, label=f"clean {label}".strip())
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if compare else 1)
     return fig
 
 
@@ -395,20 +427,31 @@ def attack_examples(x, adversarials: Mapping[str, object], predictions: Mapping[
     axes[0, 0].set_ylabel("clean", fontsize=8)
     for r, (name, adv) in enumerate(adversarials.items()):
         adv = torch.as_tensor(adv)[:n]
+        scale = max(float((adv - x).abs().max()), 1e-12)  # one scale per attack, written beside its row
         for i in range(n):
             title = predictions[name][i] if predictions and name in predictions else None
             _imshow(axes[1 + 2 * r, i], adv[i], title, 7)
-            _imshow(axes[2 + 2 * r, i], amplify(adv[i] - x[i]))
+            delta_map(axes[2 + 2 * r, i], adv[i] - x[i], scale, colorbar=i == n - 1)
         axes[1 + 2 * r, 0].set_ylabel(name, fontsize=8)
-        axes[2 + 2 * r, 0].set_ylabel("delta", fontsize=8)
+        axes[2 + 2 * r, 0].set_ylabel(f"delta\n(+-{scale:.3f})", fontsize=7)
     return fig
 
 
-def soft_label_title(y, classes: Sequence[str] | None = None, k: int = 2) -> str:
-    """The ``k`` largest entries of a soft label as a short title: ``"cat .58 | dog .39"``."""
+def soft_label_title(y, classes: Sequence[str] | None = None, k: int = 2, target: int | None = None,
+                     width: int = 10) -> str:
+    """The ``k`` largest entries of a soft label as a short title, ``"cat 0.58 | dog 0.39"``, class
+    names shortened to ``width`` characters with a visible cut (``"automobil."``); with ``target``,
+    the target class's share is added when it is not among them (``"| tgt frog 0.02"``): the eps of eq. (4)."""
     y = torch.as_tensor(y).detach().float().cpu().flatten()
     vals, idx = y.topk(min(k, y.numel()))
-    return " | ".join(f"{class_name(classes, int(i))[:8]} {v:.2f}" for v, i in zip(vals, idx) if v > 0)
+
+    def name(i):
+        n = class_name(classes, int(i))
+        return n if len(n) <= width else n[:width - 1] + "."
+    parts = [f"{name(i)} {v:.2f}" for v, i in zip(vals, idx) if v > 0]
+    if target is not None and int(target) not in idx.tolist():
+        parts.append(f"tgt {name(target)} {float(y[int(target)]):.3f}")
+    return " | ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +464,7 @@ def pgd_steps_figure(x, x_adv, probs_clean, probs_adv, ks: Sequence[int], p_targ
     axes = fig.subplots(1, 6, width_ratios=[1, 1, 1, 1.6, 1.6, 1.6])
     delta = torch.as_tensor(x_adv) - torch.as_tensor(x)
     _imshow(axes[0], x, f"clean: {class_name(classes, y_true)}")
-    _imshow(axes[1], amplify(delta, eps), f"perturbation, k = {steps}\nmax |delta| = {float(delta.abs().max()):.3f}"
+    delta_map(axes[1], delta, eps or None, f"perturbation, k = {steps}\nmax |delta| = {float(delta.abs().max()):.3f}"
             if eps else "perturbation (eps = 0)")
     _imshow(axes[2], x_adv, f"targeted PGD (eps = {eps:.3f})")
     hl = {y_true: GOOD_COLOR, target: ADV_COLOR}
