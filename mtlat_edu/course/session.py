@@ -243,7 +243,7 @@ class Course:
         fixed test images), kept apart in ``<runs_root>/tracked`` and reused, or shipped (group
         ``tracked``; a history-only entry gives a result whose model is None): ``{method: TrainResult}``."""
         return self._runs(self.profile, self.runs_root / "tracked", methods, False, "tracked", weights=False,
-                          progress=progress, track_robustness=images, track_attacks=tuple(attacks),
+                          progress=progress, seeds=self.seeds[:1], track_robustness=images, track_attacks=tuple(attacks),
                           track_corruption=corruption)[self.seeds[0]]
 
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
