@@ -176,6 +176,8 @@ MODELS.add("vgg_small", lambda n: VGG(n, width=16), label="VGG-11/4", kind="any"
            description="the same VGG-11 layout at a quarter of the width, the surrogate of CPU runs")
 MODELS.add("small_cnn", SmallCNN, label="small CNN", kind="any",
            description="a small, fast CNN for laptop-CPU runs")
+MODELS.add("small_cnn_wide", lambda n: SmallCNN(n, width=64), label="small CNN x2", kind="any",
+           description="the small CNN at twice the width (4x the parameters): the larger point of docs/claims.md")
 
 
 # Manifold Mixup's hidden mixing points of each model (submodule names inside ``.net``): the end of
@@ -186,6 +188,7 @@ _RESNET_POINTS = ("layer1", "layer2")
 MIX_POINTS: dict[str, tuple[str, ...]] = {
     "resnet18": _RESNET_POINTS, "preact_resnet18": ("layers.1", "layers.3"), "resnet50": _RESNET_POINTS,
     "resnext50": _RESNET_POINTS, "vgg": _VGG_POINTS, "vgg_small": _VGG_POINTS, "small_cnn": _VGG_POINTS,
+    "small_cnn_wide": _VGG_POINTS,
 }
 
 

@@ -172,6 +172,11 @@ def clean_tmp(folder, every: bool = False, min_age_s: float = 86400.0) -> list[P
     return removed
 
 
+def write_bytes(path, data: bytes) -> Path:
+    """``data`` to ``path`` atomically (a temporary sibling, then a rename)."""
+    return _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def write_text(path, text: str) -> Path:
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

@@ -250,7 +250,7 @@ def ship(profile: str | Profile, runs, seed: int = 0, methods: Sequence[str] | N
         name = entry_name(n, group)
         entry, data = export_entry(run_folder, name, group, history_only)
         if data is not None:
-            mio._atomic(folder / entry["file"], lambda tmp, b=data: Path(tmp).write_bytes(b))
+            mio.write_bytes(folder / entry["file"], data)
         elif (folder / f"{name}{SUFFIX}").exists():  # history only now: the old weights would be unlisted
             (folder / f"{name}{SUFFIX}").unlink()
         manifest["entries"][name] = entry

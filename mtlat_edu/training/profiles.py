@@ -6,6 +6,7 @@ profile    data                 model       budget
 smoke      generated (offline)  small_cnn   seconds on a CPU; for tests only, not real data
 cpu        CIFAR-10, 5k train   small_cnn   the paper's regime (30 epochs, no augmentation); < 1 h on 2 cores
 cpu_short  CIFAR-10, 10k train  small_cnn   6 epochs: the under-trained regime notebook 05 contrasts
+cpu_wide   CIFAR-10, 5k train   2x width    ``cpu`` with a wider CNN: claim (a) at a larger capacity
 cifar10    CIFAR-10, full       resnet18    the GPU reproduction (flip+crop augmentation)
 paper      ImageNet-100, 224px  resnet50    section 4.2's recipe: 90 epochs, batch 256 (days)
 =========  ===================  ==========  =====================================================
@@ -97,6 +98,14 @@ for _profile in (
         "cpu_short", dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
         test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
         description="CIFAR-10, 10k training images, 6 epochs: the under-trained regime (notebook 05)"),
+    # One larger point of the paper's regime (docs/claims.md, "Is (a) a matter of scale?"), chosen
+    # before any result: ``cpu`` with the CNN at twice the width, the three methods of claim (a).
+    Profile(
+        "cpu_wide", dataset="cifar10", model="small_cnn_wide", epochs=30, batch_size=128, train_limit=5000,
+        test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
+        methods=("standard", "mixup", "mtlat"), seeds=(0, 1, 2),
+        description="the cpu profile with a CNN of twice the width (4x the parameters), standard / mixup / "
+                    "mtlat, seeds 0-2: claim (a) at a larger capacity"),
     Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",
         surrogate_epochs=10, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
