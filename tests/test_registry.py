@@ -161,7 +161,7 @@ def test_attack_registry():
 
 def test_other_registries():
     assert list(models.MODELS) == ["resnet18", "preact_resnet18", "resnet50", "resnext50", "vgg", "vgg_small",
-                                   "small_cnn"]
+                                   "small_cnn", "small_cnn_wide"]
     assert models.MODELS.names(kind="imagenet") == ("resnet50", "resnext50")
     assert models.MODELS.label("resnext50") == "ResNeXt-50"
     assert list(data.DATASETS) == ["cifar10", "imagefolder", "imagenet100", "synthetic"]
@@ -169,7 +169,7 @@ def test_other_registries():
     assert list(data.AUGMENTATIONS) == ["none", "flipcrop"]
     assert list(TARGET_SELECTION) == ["random", "random_other", "least_likely", "random_unmixed"]
     assert TARGET_SELECTION.names(kind="couple") == ("random_unmixed",)
-    assert list(profiles.PROFILES) == ["smoke", "cpu", "cpu_short", "cifar10", "paper"]
+    assert list(profiles.PROFILES) == ["smoke", "cpu", "cpu_short", "cpu_wide", "cifar10", "paper"]
     assert profiles.PROFILES.entry("smoke").description == profiles.PROFILES["smoke"].description != ""
 
 
@@ -185,7 +185,7 @@ def test_other_registries():
     (lambda: data.load_dataset("mnist", "train"), "dataset: unknown name 'mnist'; valid names: cifar10, "
                                                   "imagefolder, imagenet100, synthetic"),
     (lambda: profiles.get_profile("laptop"), "profile: unknown name 'laptop'; valid names: smoke, cpu, cpu_short, "
-                                             "cifar10, paper"),
+                                             "cpu_wide, cifar10, paper"),
     (lambda: profiles.PROFILES["smoke"].train_config("nope"), "method: unknown name 'nope'; valid names: standard"),
     (lambda: config.TrainConfig(augment="cutout").validate(), "augment: unknown name 'cutout'; valid names: none, "
                                                               "flipcrop"),

@@ -7,10 +7,10 @@
 * :mod:`.runner`    the papermill runner of ``mtlat-edu reproduce``
 """
 from mtlat_edu.course.analysis import (PAPER_TABLE3, accuracy_by_severity, accuracy_table, complementarity,
-                                       complementarity_summary, data_summary, fgsm_sweep, photo, print_claims,
-                                       profiles_table)
+                                       complementarity_summary, data_summary, fgsm_sweep, load_claims, photo,
+                                       print_claims, profiles_table)
 from mtlat_edu.course.session import Course, device_description, setup
 
 __all__ = ["Course", "PAPER_TABLE3", "accuracy_by_severity", "accuracy_table", "complementarity",
-           "complementarity_summary", "data_summary", "device_description", "fgsm_sweep", "photo", "print_claims",
+           "complementarity_summary", "data_summary", "device_description", "fgsm_sweep", "load_claims", "photo", "print_claims",
            "profiles_table", "setup"]

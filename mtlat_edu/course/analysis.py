@@ -5,6 +5,7 @@ the complementarity of Mixup and TLAT, section 5.3).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 from mtlat_edu.benchmark import parts as BP
 from mtlat_edu.benchmark.claims import claims_lines
 from mtlat_edu.benchmark.paper_values import paper_value
+from mtlat_edu.core import io as mio
 from mtlat_edu.core.modes import eval_mode
 from mtlat_edu.paper.adversarial import fgsm, random_targets, targeted_fgsm
 from mtlat_edu.robustness.measure import count_correct, model_device
@@ -105,6 +107,18 @@ def accuracy_table(results, kind_prefix: str | None = None):
 
 # The paper's Table 3 (ResNet-50 on ImageNet-100): quoted for comparison, never recomputed here.
 PAPER_TABLE3 = {m: paper_value("table3", m, BP.CLEAN) for m in ("standard", "fgsm", "target_fgsm", "ls", "tlat")}
+
+
+def load_claims(path) -> dict | None:
+    """A committed claims report (``claims.json`` of ``mtlat-edu evaluate``, e.g. the five-seed run
+    in ``results/cpu/``) read back for notebook 08, or None when ``path`` is None or absent. A file
+    that is not such a report is refused with its name."""
+    if path is None or not Path(path).is_file():
+        return None
+    report = mio.read_json(path, remedy="it is written by mtlat-edu evaluate; restore it from the repository")
+    if not isinstance(report, dict) or not isinstance(report.get("claims"), list) or "seeds" not in report:
+        raise ValueError(f"committed_claims: {path} is not a claims report (expected the keys 'seeds' and 'claims')")
+    return report
 
 
 def print_claims(report: dict) -> None:
