@@ -26,9 +26,9 @@ from mtlat_edu.course import viz
 from mtlat_edu.paper.adversarial import PGD_STEP_FACTOR, fgsm, targeted_fgsm, targeted_pgd
 from mtlat_edu.paper.labels import one_hot, tlat_labels
 from mtlat_edu.paper.mixup import manifold_forward, mixup, sample_lambda
-from mtlat_edu.robustness.attacks import ATTACKS, run_attack
+from mtlat_edu.robustness.attacks import ATTACKS, family, run_attacks
 from mtlat_edu.robustness.corruptions import ALL, CORRUPTIONS, corrupt
-from mtlat_edu.robustness.measure import count_correct, model_device
+from mtlat_edu.robustness.measure import accuracy, model_device
 
 
 class Panel:
@@ -305,18 +305,36 @@ def corruption_panel(images: Mapping[str, torch.Tensor], name: str = "fog", seve
 # ---------------------------------------------------------------------------------------------
 # notebook 07: adversarial attacks
 
-def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=None, seed: int = 0) -> dict:
-    """Adversarial images of ``name`` (:func:`mtlat_edu.robustness.attacks.run_attack`) and the model's predictions."""
+def attack_batches(names: Sequence[str], model, x: torch.Tensor, y: torch.Tensor, surrogate=None,
+                   seed: int = 0) -> dict[str, dict]:
+    """``{name: attack_batch(name, ...)}``, the attacks run by the robustness layer
+    (:func:`mtlat_edu.robustness.attacks.run_attacks`: the columns of one attack's run, such as
+    ``cw_l2`` and its readings, share that run) and the accuracies counted by
+    :func:`mtlat_edu.robustness.measure.accuracy`. Each run draws its random start from a generator
+    seeded by ``seed``, so a name gives what it gives alone."""
     dev = model_device(model)
     x, y = x.to(dev), y.to(dev)
-    g = torch.Generator(device=dev).manual_seed(seed)
-    x_adv = run_attack(name, model, x, y, surrogate=surrogate, generator=g)
-    p0, p1 = predict(model, x).argmax(1), predict(model, x_adv).argmax(1)
-    return {"name": name, "x": x.cpu(), "x_adv": x_adv.cpu(), "delta": (x_adv - x).cpu(),
-            "pred_clean": p0.cpu(), "pred_adv": p1.cpu(), "correct_clean": count_correct(model, x, y).item() / len(y),
-            "correct_adv": count_correct(model, x_adv, y).item() / len(y),
-            "linf": (x_adv - x).flatten(1).abs().max(1).values.cpu(),
-            "l2": (x_adv - x).flatten(1).norm(dim=1).cpu()}
+    clean_pred, clean_acc = predict(model, x).argmax(1).cpu(), accuracy(model, x, y)
+    families: dict[str, list[str]] = {}
+    for name in names:
+        families.setdefault(family(name), []).append(name)
+    advs = {}
+    for group in families.values():
+        advs.update(run_attacks(group, model, x, y, surrogate, torch.Generator(device=dev).manual_seed(seed)))
+    out = {}
+    for name in names:
+        x_adv, delta = advs[name], advs[name] - x
+        out[name] = {"name": name, "x": x.cpu(), "x_adv": x_adv.cpu(), "delta": delta.cpu(),
+                     "pred_clean": clean_pred, "pred_adv": predict(model, x_adv).argmax(1).cpu(),
+                     "correct_clean": clean_acc, "correct_adv": accuracy(model, x_adv, y),
+                     "linf": delta.flatten(1).abs().max(1).values.cpu(), "l2": delta.flatten(1).norm(dim=1).cpu()}
+    return out
+
+
+def attack_batch(name: str, model, x: torch.Tensor, y: torch.Tensor, surrogate=None, seed: int = 0) -> dict:
+    """Adversarial images of ``name`` (:func:`mtlat_edu.robustness.attacks.run_attack`) and the model's
+    predictions and accuracies (:func:`attack_batches` for one attack)."""
+    return attack_batches([name], model, x, y, surrogate, seed)[name]
 
 
 def attack_panel(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],

@@ -1,5 +1,12 @@
-import json, collections
-rows = [json.loads(l) for l in open("runs/sweep/results.jsonl")]
+"""docs/regime.md's table of the regime sweep: ``python experiments/cpu-regime-sweep/table.py [results.jsonl]``.
+
+Reads the committed ``results/cpu-regime-sweep/results.jsonl`` by default (``runs/sweep/results.jsonl``
+after a new ``sweep.py``)."""
+import json, collections, sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "cpu-regime-sweep" / "results.jsonl"
+rows = [json.loads(l) for l in open(sys.argv[1] if len(sys.argv) > 1 else RESULTS)]
 by = collections.defaultdict(dict)
 for r in rows:
     by[(r["candidate"], r["train_limit"], r["epochs"])][r["method"]] = r

@@ -1,4 +1,4 @@
-"""Datasets as uint8 tensors, a decoded-tensor cache, and batching on the device.
+"""Datasets as uint8 tensors, and the decoded-tensor cache.
 
 Registry ``DATASETS`` (name -> loader ``fn(split, root, **kw) -> ImageData``):
 
@@ -8,22 +8,13 @@ Registry ``DATASETS`` (name -> loader ``fn(split, root, **kw) -> ImageData``):
 * ``imagenet100``  the paper's ImageNet-100 protocol (section 4.2) over a user's ImageNet ``train/``
 * ``synthetic``    a small *generated* dataset for offline smoke runs and tests (not real data)
 
-Streaming (``load_dataset(..., mode="stream")``, or ``"auto"`` above :data:`STREAM_BYTES`): a
-folder-based split stays on disk as a :class:`FileImageData` and :class:`StreamBatches` decodes
-each batch in DataLoader worker processes, with the same decoder, order and [0, 1] batches.
-
 Every loader returns an :class:`ImageData` whose images are uint8 NCHW (compact: CIFAR-10's
 training set is 150 MB) and converts to float [0, 1] only per batch. The first load of a
-folder-based dataset decodes every image and caches the result in :func:`cache_dir`, keyed by the
-files' content (sizes and SHA-1s); the second load reads one tensor file. :class:`DeviceBatches`
-keeps a whole dataset on the device and cuts batches there, with no DataLoader workers (airbench's
-approach).
-
-Files are not trusted (docs/design.md, "Threat model"): every reader walks its folders with
-:func:`image_files` (symlinks resolved, refused when they leave the data root, loops and folders
-reached twice refused) and decodes with :func:`decode_image` (JPEG and PNG only, recognised by
-content; at most :data:`MAX_IMAGE_PIXELS` pixels; an empty, truncated or garbage file is named in
-a one-line :class:`ImageFileError`).
+folder-based dataset decodes every image (:func:`~mtlat_edu.data.files.decode_files`) and caches
+the result in :func:`cache_dir`, keyed by the files' content (sizes and SHA-1s); the second load
+reads one tensor file. ``load_dataset(..., mode="stream")`` (or ``"auto"`` above
+:data:`STREAM_BYTES`) leaves a folder-based split on disk as a :class:`FileImageData`, which
+:class:`~mtlat_edu.data.batching.StreamBatches` decodes batch by batch.
 """
 from __future__ import annotations
 
@@ -39,25 +30,22 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torchvision import datasets as tvd
-from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import check_choice, check_int, check_positive
 from mtlat_edu.core.registry import Registry
+from mtlat_edu.data.files import class_folders, decode_files, decode_image, folder_samples, image_files
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
-# JPEG and PNG only, recognised by their content (not their extension); the extensions the walk picks up
-IMAGE_FORMATS = ("JPEG", "PNG")
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MAX_IMAGE_PIXELS = 50_000_000  # width x height above which an image is refused before it is decoded
-SHARED_CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+SHARED_CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")
 DOWNLOAD_TIMEOUT = 60.0  # seconds a download may wait for the server (per connection step, not in total)
 CACHE_REMEDY = "delete this cache file (it is rebuilt from the dataset on the next load)"
+STREAM_BYTES = 4 * 2**30  # "auto" streams a split whose decoded uint8 tensor would exceed this (4 GiB)
+DATA_MODES = ("auto", "memory", "stream")
 
 
 @dataclass
@@ -185,162 +173,7 @@ def content_key(files: list[str], base=None, workers: int | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# walking folders and decoding files, safely (every reader of the package goes through these)
-
-class ImageFileError(ValueError):
-    """An image file or folder of a dataset that cannot be used; the one-line message names it."""
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def image_files(folder, root=None, seen: set | None = None, name: str = "data_root") -> list[str]:
-    """The JPEG / PNG files (by extension: :data:`IMG_EXTENSIONS`) under ``folder``, recursively, in
-    torchvision ImageFolder's order (folders sorted by path, files by name).
-
-    Symlinks are resolved: one whose target is outside ``root`` (default ``folder``) is refused, as
-    is a symlink loop, a broken link, and any folder or file reached twice (``seen``, shared by the
-    calls of one split, holds the real paths already walked: a link to another class's folder would
-    label its images twice). The walk never follows a link it has not checked, so it always ends.
-    """
-    folder = Path(folder)
-    root_real = os.path.realpath(root if root is not None else folder)
-    seen = set() if seen is None else seen
-    found: list[tuple[str, list[str]]] = []
-
-    def resolve(path: str) -> str:
-        try:
-            real = os.path.realpath(path, strict=True)
-        except OSError as exc:
-            what = "a symlink loop" if exc.errno == 40 or "loop" in str(exc).lower() else \
-                f"a broken symlink ({exc.strerror or exc})"
-            raise ImageFileError(f"{name}: {path} is {what}; remove it") from None
-        if not _inside(real, root_real):
-            raise ImageFileError(f"{name}: {path} is a symlink to {real}, outside the data root {root_real}; "
-                                 "refused (copy the files into the data root, or give a data root that holds them)")
-        if real in seen:
-            raise ImageFileError(f"{name}: {path} leads to {real}, which was already read (a symlink loop or a "
-                                 "second link to the same folder or file); remove the link")
-        seen.add(real)
-        return real
-
-    resolve(str(folder))
-    stack = [str(folder)]
-    while stack:
-        d = stack.pop()
-        files, subdirs = [], []
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as exc:
-            raise ImageFileError(f"{name}: cannot read the folder {d} ({exc.strerror or exc})") from None
-        for e in entries:
-            if e.is_symlink():
-                real = resolve(e.path)
-                if os.path.isdir(real):
-                    subdirs.append(e.path)
-                elif os.path.isfile(real) and e.name.lower().endswith(IMG_EXTENSIONS):
-                    files.append(e.path)
-            elif e.is_dir(follow_symlinks=False):
-                resolve(e.path)
-                subdirs.append(e.path)
-            elif e.is_file(follow_symlinks=False) and e.name.lower().endswith(IMG_EXTENSIONS):
-                resolve(e.path)
-                files.append(e.path)
-        found.append((d, files))
-        stack.extend(reversed(subdirs))
-    return [f for _, fs in sorted(found) for f in fs]
-
-
-def class_folders(split_dir, name: str = "data_root") -> list[str]:
-    """The class folders of an ImageFolder split (sorted names of its sub-folders, links included)."""
-    split_dir = Path(split_dir)
-    try:
-        return sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
-    except OSError as exc:
-        raise ImageFileError(f"{name}: cannot read the folder {split_dir} ({exc.strerror or exc})") from None
-
-
-def folder_samples(root, split: str, name: str = "data_root") -> tuple[list[str], list[tuple[str, int]]]:
-    """``(classes, [(path, label)])`` of ``root/<split>/<class>/...`` as torchvision's ImageFolder
-    lists them, walked by :func:`image_files` (nothing outside ``root``, no loop). The class folders
-    of ``train/`` and ``test/`` must be the same (the message names both lists)."""
-    root = Path(root)
-    classes = class_folders(root / split, name)
-    other = "test" if split == "train" else "train"
-    if (root / other).is_dir():
-        theirs = class_folders(root / other, name)
-        if theirs != classes:
-            tr, te = (classes, theirs) if split == "train" else (theirs, classes)
-            raise ImageFileError(f"{name}: the class folders of {root / 'train'} ({_names(tr)}) and of "
-                                 f"{root / 'test'} ({_names(te)}) differ; both splits need the same classes")
-    if not classes:
-        raise ImageFileError(f"{name}: {root / split} has no class folders (expected {root / split}/<class>/<image>)")
-    seen: set = set()
-    samples = []
-    for label, c in enumerate(classes):
-        files = image_files(root / split / c, root, seen, name)
-        if not files:
-            raise ImageFileError(f"{name}: the class folder {root / split / c} holds no JPEG or PNG image")
-        samples += [(f, label) for f in files]
-    return classes, samples
-
-
-def _names(classes: list[str]) -> str:
-    shown = ", ".join(classes[:6]) + (f", ... ({len(classes)} classes)" if len(classes) > 6 else "")
-    return f"{{{shown}}}"
-
-
-def check_same_classes(train_classes, test_classes, name: str = "test_data") -> None:
-    """A test split must have the training split's classes, in the same order (labels are indices)."""
-    if list(train_classes) != list(test_classes):
-        raise ValueError(f"{name}: its classes {_names(list(test_classes))} differ from the training classes "
-                         f"{_names(list(train_classes))}; evaluate on a split with the same classes")
-
-
-def decode_image(path: str, size: int | None = None) -> torch.Tensor:
-    """One image file as a uint8 CHW RGB tensor (resized to ``size`` x ``size``): the one decoder of
-    the package. JPEG and PNG only, recognised by their content (a ``.png`` that is something else
-    is refused); more than :data:`MAX_IMAGE_PIXELS` pixels is refused before decoding; an empty,
-    truncated or garbage file raises :class:`ImageFileError` naming it."""
-    # Pillow, not torchvision.io: torchvision 0.29 deprecates its image decoders
-    try:
-        with Image.open(path, formats=IMAGE_FORMATS) as im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageFileError(f"{path}: image of {w} x {h} pixels, more than the limit of {MAX_IMAGE_PIXELS:,} "
-                                     "(mtlat_edu.data.MAX_IMAGE_PIXELS); resize it, or raise the limit if you trust it")
-            img = v2.functional.pil_to_tensor(im.convert("RGB"))
-    except ImageFileError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageFileError(f"{path}: image of more than {MAX_IMAGE_PIXELS:,} pixels (mtlat_edu.data.MAX_IMAGE_PIXELS; "
-                             f"a decompression bomb for Pillow: {str(exc).split(',')[0]}); resize it") from None
-    except UnidentifiedImageError:
-        empty = os.path.exists(path) and os.path.getsize(path) == 0
-        raise ImageFileError(f"{path}: " + ("an empty file" if empty else "not a JPEG or PNG image (by its content)")
-                             + "; remove or replace it (the datasets take JPEG and PNG files only)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ImageFileError(f"{path}: a truncated or corrupt image ({first}); remove or replace it") from None
-    if size is not None and tuple(img.shape[-2:]) != (size, size):
-        img = v2.functional.resize(img, [size, size], antialias=True)
-    return img
-
-
-
-
-def decode_files(files: list[str], size: int | None = None, workers: int | None = None) -> torch.Tensor:
-    """Decode image files (JPEG/PNG) into one uint8 NCHW tensor, resized to ``size`` x ``size``."""
-    if not files:
-        raise ValueError("files: no image files to decode")
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        imgs = list(pool.map(lambda f: decode_image(f, size), files, chunksize=256))
-    shapes = {tuple(i.shape) for i in imgs}
-    if len(shapes) != 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them")
-    return torch.stack(imgs)
-
+# loading a split
 
 def _folder_split(classes: list[str], samples: list[tuple[str, int]], size: int | None, name: str) -> ImageData:
     files = [p for p, _ in samples]
@@ -480,35 +313,15 @@ def load_imagenet100(split: str, root, image_size: int = 224, seed: int = 0, num
     return _cached(key, build)
 
 
-class FileListDataset(torch.utils.data.Dataset):
-    """A (path, label) list decoded lazily, for DataLoader streaming of large sets (ImageNet-100)."""
-
-    def __init__(self, samples: list[tuple[str, int]], image_size: int | None = 224):
-        self.samples, self.image_size = samples, image_size
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        try:
-            return decode_image(path, self.image_size), label
-        except ImageFileError as exc:  # handed to the main process as one line (see StreamBatches)
-            return str(exc), label
-
-
 # ---------------------------------------------------------------------------------------------
-# streaming: the files stay on disk, DataLoader workers decode each batch
-
-STREAM_BYTES = 4 * 2**30  # "auto" streams a split whose decoded uint8 tensor would exceed this (4 GiB)
-DATA_MODES = ("auto", "memory", "stream")
-
+# streaming: the split stays on disk (decoded batch by batch by batching.StreamBatches)
 
 @dataclass
 class FileImageData:
     """A labelled image set left on disk: ``samples`` are ``(path, label)``; the streaming
     counterpart of :class:`ImageData` (same ``labels``, ``classes``, ``subset``), decoded batch
-    by batch by :class:`StreamBatches` with the same decoder (:func:`decode_image`) as the in-memory path."""
+    by batch by :class:`~mtlat_edu.data.batching.StreamBatches` with the same decoder
+    (:func:`~mtlat_edu.data.files.decode_image`) as the in-memory path."""
 
     samples: list[tuple[str, int]]
     classes: list[str]
@@ -545,72 +358,6 @@ class FileImageData:
     def load(self) -> ImageData:
         """Decode every file into an in-memory :class:`ImageData` (for small subsets)."""
         return ImageData(decode_files([p for p, _ in self.samples], self.size), self.labels, self.classes, self.name)
-
-
-def _stack(batch):
-    """A batch of decoded images, or ``(message, None)`` for a file that could not be used: an
-    exception raised in a DataLoader worker reaches the main process wrapped in a traceback, a
-    message travels as data and is raised there in one line."""
-    imgs, labels = zip(*batch)
-    bad = next((i for i in imgs if isinstance(i, str)), None)
-    if bad is not None:
-        return bad, None
-    shapes = {tuple(i.shape) for i in imgs}
-    if len(shapes) != 1:
-        return f"images of different sizes {sorted(shapes)[:3]}...: pass image_size to resize them", None
-    return torch.stack(imgs), torch.tensor(labels, dtype=torch.int64)
-
-
-class StreamBatches:
-    """:class:`DeviceBatches` for a :class:`FileImageData`: the same batches, decoded by ``workers``
-    DataLoader processes (uint8, pinned when the device is CUDA) and converted to float [0, 1] on
-    ``device`` after a non-blocking copy.
-
-    The order is drawn exactly as :class:`DeviceBatches` draws it (one ``randperm`` per epoch from
-    ``generator``), and ``positions`` selects the same share of each global batch, so a run sees
-    the same images in the same order whichever path holds the data.
-    """
-
-    def __init__(self, data: FileImageData, batch_size: int, device="cpu", shuffle: bool = False,
-                 drop_last: bool = False, generator: torch.Generator | None = None,
-                 positions: torch.Tensor | None = None, workers: int = 4):
-        check_int(batch_size, "batch_size")
-        check_int(workers, "workers", 0)
-        self.data, self.batch_size, self.device = data, batch_size, torch.device(device)
-        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
-        self.positions, self.workers = positions, workers
-
-    def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def index_batches(self) -> list[list[int]]:
-        """This epoch's batches as dataset indices (draws the epoch's permutation)."""
-        n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        out = []
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            out.append((idx[self.positions] if self.positions is not None else idx).tolist())
-        return out
-
-    def __iter__(self):
-        loader = torch.utils.data.DataLoader(
-            FileListDataset(self.data.samples, self.data.size), batch_sampler=self.index_batches(),
-            num_workers=self.workers, collate_fn=_stack, pin_memory=self.device.type == "cuda")
-        for x, y in loader:
-            if isinstance(x, str):
-                raise ImageFileError(x)
-            yield (x.to(self.device, non_blocking=True).float().div_(255),
-                   y.to(self.device, non_blocking=True))
-
-
-def batches(data, batch_size: int, device="cpu", shuffle: bool = False, drop_last: bool = False,
-            generator: torch.Generator | None = None, positions: torch.Tensor | None = None, workers: int = 4):
-    """:class:`DeviceBatches` for an :class:`ImageData`, :class:`StreamBatches` for a :class:`FileImageData`."""
-    if isinstance(data, FileImageData):
-        return StreamBatches(data, batch_size, device, shuffle, drop_last, generator, positions, workers)
-    return DeviceBatches(data, batch_size, device, shuffle, drop_last, generator, positions)
 
 
 def file_dataset(name: str, split: str, root=None, image_size: int | None = None) -> FileImageData | None:
@@ -715,70 +462,3 @@ def load_dataset(name: str, split: str, root=None, image_size: int | None = None
             if mode == "stream" or files.decoded_bytes() > STREAM_BYTES:
                 return files
     return load(split, root, image_size).subset(limit, seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# batching on the device, and batched augmentation
-
-class DeviceBatches:
-    """Iterate over an :class:`ImageData` in float [0, 1] batches cut on ``device``.
-
-    The uint8 images are moved to the device once; each epoch draws a permutation from
-    ``generator`` (a CPU generator, so runs repeat on any device). ``drop_last`` keeps every
-    batch the same size (the adversarial methods need an even one). ``positions`` keeps only
-    those positions of every batch (a rank's share under DDP, :func:`distributed.local_positions`).
-    """
-
-    def __init__(self, data: ImageData, batch_size: int, device="cpu", shuffle: bool = False,
-                 drop_last: bool = False, generator: torch.Generator | None = None,
-                 positions: torch.Tensor | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
-        self.batch_size, self.device = batch_size, torch.device(device)
-        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
-        self.positions = positions.to(self.device) if positions is not None else None
-
-    def __len__(self) -> int:
-        n = self.labels.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def __iter__(self):
-        n = self.labels.shape[0]
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if self.positions is not None:  # this rank's share of the global batch (distributed.local_positions)
-                idx = idx[self.positions]
-            yield self.images[idx].float().div_(255), self.labels[idx]
-
-
-def flip_crop(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random horizontal flip and random crop after ``pad`` px of reflection padding.
-
-    torchvision's v2 transforms draw one set of parameters per call (the same for a whole
-    batch); this draws them per image, batched, on the images' device.
-    """
-    n, c, h, w = x.shape
-    dev = generator.device if generator is not None else x.device
-    flip = torch.rand(n, generator=generator, device=dev).to(x.device) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    if pad <= 0:
-        return x
-    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    return xp[torch.arange(n, device=x.device)[:, None, None, None],
-              torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
-
-
-AUGMENTATIONS = Registry("augment")
-AUGMENTATIONS.add("none", lambda x, g=None: x, description="the images as they are (the paper's regime)")
-AUGMENTATIONS.add("flipcrop", lambda x, g=None: flip_crop(x, 4, g),
-                  description="random horizontal flip and 4 px reflection-padded random crop, per image")

@@ -1,7 +1,15 @@
-"""Issue 9 regime sweep: candidate CPU profiles, one seed, 1 thread per process, 2 processes."""
-import json, sys, time, torch
+"""Issue 9 regime sweep: candidate CPU profiles, one seed, 1 thread per process, 2 processes (docs/regime.md).
+
+``python experiments/cpu-regime-sweep/sweep.py`` trains into ``runs/sweep/<candidate>/<method>/`` of the
+repository and appends one line per run to ``runs/sweep/results.jsonl``; the committed results of the
+sweep are in ``results/cpu-regime-sweep/`` (``table.py`` prints them as docs/regime.md's table).
+"""
+import json, time, torch
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 import multiprocessing as mp
+
+SWEEP = Path(__file__).resolve().parents[2] / "runs" / "sweep"  # the repository's runs/, wherever this is started
 
 JOBS = [  # (candidate, train_limit, epochs, method)
     ("A_5k_30ep", 5000, 30, "mtlat"), ("C_2.5k_60ep", 2500, 60, "mtlat"), ("D_10k_15ep", 10000, 15, "mtlat"),
@@ -21,12 +29,12 @@ def job(args):
     cfg = TrainConfig(method=method, model="small_cnn", train_limit=n, test_limit=2000, epochs=ep,
                       batch_size=128, device="cpu", seed=0)
     t = time.time()
-    r = fit(cfg, f"runs/sweep/{cand}/{method}", tr, te, progress=False)
+    r = fit(cfg, SWEEP / cand / method, tr, te, progress=False)
     acc = evaluate(r.model, full, 1000, "cpu")
     out = {"candidate": cand, "train_limit": n, "epochs": ep, "method": method, "test_acc_10k": acc,
            "curve_2k": [h["test_acc"] for h in r.history], "train_loss": [h["train_loss"] for h in r.history],
            "seconds": round(time.time() - t, 1)}
-    with open("runs/sweep/results.jsonl", "a") as f:
+    with open(SWEEP / "results.jsonl", "a") as f:
         f.write(json.dumps(out) + "\n")
     return out
 
