@@ -90,6 +90,21 @@ def test_registry_setitem_and_delitem():
         del reg["hexagon"]
 
 
+def test_registry_facts():
+    """Per-name facts ride on the entries: read back one by one, or as a filter of names()."""
+    reg = _shapes()
+    reg.add("cube", 6, kind="angular", facts={"solid": True, "faces": 6})
+    assert reg.fact("cube", "faces") == 6 and reg.fact("square", "faces", 0) == 0
+    with pytest.raises(KeyError, match="'square' has no fact 'faces'"):
+        reg.fact("square", "faces")
+    assert reg.names(solid=True) == ("cube",) and reg.names(kind="angular", solid=True) == ("cube",)
+    assert reg.names(kind="round", solid=True) == ()
+    reg["cube"] = 7                                                          # a new object keeps the facts
+    assert reg["cube"] == 7 and reg.entry("cube").facts == {"solid": True, "faces": 6}
+    with pytest.raises(UnknownNameError):
+        reg.fact("sphere", "faces", 0)
+
+
 def test_unknown_name_error_message_is_exact():
     reg = _shapes()
     with pytest.raises(UnknownNameError) as info:
