@@ -144,6 +144,11 @@ def test_methods_registry():
     assert methods.METHODS.entry("mtlat").description.startswith("M-TLAT, Algorithm 1")
     assert TABLE3_TITLES == {"standard": "standard", "fgsm": "FGSM", "target_fgsm": "target-FGSM", "ls": "LS",
                              "tlat": "TLAT"}
+    # table membership rides on the entries; the tuples are views of it
+    assert methods.TABLE3_METHODS == methods.METHODS.names(table3=True) == tuple(TABLE3_TITLES)
+    assert methods.FUTURE_METHODS == profiles.FUTURE_METHODS == ("mtlat_pgd", "manifold_mtlat")
+    assert profiles.TABLE_METHODS == methods.METHODS.names(future=False) == tuple(
+        n for n in methods.METHODS if n not in methods.FUTURE_METHODS)
 
 
 def test_corruption_registry_labels_are_the_papers_columns():

@@ -25,7 +25,7 @@ the same FGSM" (eps ~ U[0, 0.025]), which M-TLAT uses targeted. ``iat_targeted``
 differences and nothing else.
 
 Beyond the paper (its section 6 names both as future work; see docs/future.md), kept out of the
-reproduction of Tables 1-3 (``profiles.FUTURE_METHODS``):
+reproduction of Tables 1-3 (registered with ``future=True``: :data:`FUTURE_METHODS`):
 
 ==================  =======================================================================
 ``mtlat_pgd``       Algorithm 1 with line 5's targeted FGSM replaced by k-step targeted PGD
@@ -102,13 +102,15 @@ class MethodConfig:
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, MethodConfig, "torch.Generator | None"], torch.Tensor]
 # kind "adversarial": the batch splits into a clean and an adversarial half; "clean": it does not.
-# fact "trusted": the loss without the input checks (:func:`trusted_method`).
+# facts: "trusted", the loss without the input checks (:func:`trusted_method`); "table3", a row of
+# Table 3 (section 5.4); "future", beyond the paper (its section 6), out of the reproduction of Tables 1-3.
 METHODS = Registry("method", kinds=("clean", "adversarial"))
 
 
-def register(name: str, label: str, kind: str):
+def register(name: str, label: str, kind: str, *, table3: bool = False, future: bool = False):
     """Register a loss ``fn(model, x, y, cfg, g)`` under ``name``, shown as ``label`` (the paper's
-    row title), of ``kind`` "clean" or "adversarial". The registered function checks the batch (float NCHW
+    row title), of ``kind`` "clean" or "adversarial", with its table membership (``table3``: a row of
+    Table 3; ``future``: beyond the paper). The registered function checks the batch (float NCHW
     images in [0, 1] with the model's channels, integer labels in range, a MethodConfig), then calls
     ``fn``, which trusts it; ``fn`` itself is the entry's ``trusted`` fact (:func:`trusted_method`)."""
     def deco(fn: LossFn) -> LossFn:
@@ -117,7 +119,7 @@ def register(name: str, label: str, kind: str):
             _check_batch(model, x, y, cfg, name)
             return fn(model, x, y, cfg, g)
         return METHODS.add(name, loss, label=label, kind=kind, description=(fn.__doc__ or "").split("\n")[0],
-                           facts={"trusted": fn})
+                           facts={"trusted": fn, "table3": table3, "future": future})
     return deco
 
 
@@ -198,7 +200,7 @@ def _ce(logits, t):
 # ---------------------------------------------------------------------------------------------
 # the registry
 
-@register("standard", "standard", "clean")
+@register("standard", "standard", "clean", table3=True)
 def standard(model, x, y, cfg: MethodConfig, g=None):
     """Plain cross-entropy on the clean batch."""
     return F.cross_entropy(model(x).float(), y)
@@ -211,7 +213,7 @@ def mixup_method(model, x, y, cfg: MethodConfig, g=None):
     return soft_cross_entropy(model(x_mix), y_mix)
 
 
-@register("fgsm", "FGSM", "adversarial")
+@register("fgsm", "FGSM", "adversarial", table3=True)
 def fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Untargeted FGSM adversarial training (eq. 2), adversarial samples labelled ``y_clean``."""
     xc, yc, xa, ya = split_batch(x, y)
@@ -226,21 +228,21 @@ def _targeted_half(model, x, y, cfg, g):
     return xc, yc, _targeted_fgsm(model, xa, y_t, eps), ya, y_t, eps
 
 
-@register("target_fgsm", "target-FGSM", "adversarial")
+@register("target_fgsm", "target-FGSM", "adversarial", table3=True)
 def target_fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Targeted FGSM adversarial training, eq. (3): labelled with the ground truth."""
     xc, yc, x_adv, ya, _, _ = _targeted_half(model, x, y, cfg, g)
     return two_part_loss(model, xc, yc, x_adv, ya)
 
 
-@register("ls", "LS", "adversarial")
+@register("ls", "LS", "adversarial", table3=True)
 def ls_method(model, x, y, cfg: MethodConfig, g=None):
     """The LS model of section 5.4: targeted FGSM, adversarial labels smoothed with parameter eps."""
     xc, yc, x_adv, ya, _, eps = _targeted_half(model, x, y, cfg, g)
     return two_part_loss(model, xc, yc, x_adv, _smooth_labels(ya, cfg.num_classes, eps))
 
 
-@register("tlat", "TLAT", "adversarial")
+@register("tlat", "TLAT", "adversarial", table3=True)
 def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     """TLAT, eq. (4): targeted FGSM labelled ``(1 - eps) * y_clean + eps * y_target``."""
     xc, yc, x_adv, ya, y_t, eps = _targeted_half(model, x, y, cfg, g)
@@ -329,7 +331,7 @@ def pgd_attack(cfg: MethodConfig, g=None):
                              random_start=cfg.pgd_random_start, generator=g)
 
 
-@register("mtlat_pgd", "M-TLAT (PGD)", "adversarial")
+@register("mtlat_pgd", "M-TLAT (PGD)", "adversarial", future=True)
 def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with an iterative attack: Algorithm 1 with line 5's targeted FGSM replaced by
     ``k = cfg.pgd_steps`` steps of targeted PGD (step ``pgd_step_factor * eps / k``, projected onto
@@ -392,7 +394,7 @@ def _manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     return x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras
 
 
-@register("manifold_mtlat", "Manifold M-TLAT", "adversarial")
+@register("manifold_mtlat", "Manifold M-TLAT", "adversarial", future=True)
 def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with Manifold Mixup (:func:`manifold_couples`): ``L(mix_l(x_1, x_2), y_mix1) +
     L(mix_l(x_3 + d_3, x_4 + d_4), y_mtlat)`` in one forward pass mixed at the drawn layer ``l``."""
@@ -403,3 +405,9 @@ def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
 # Methods whose batches split into a clean and an adversarial half (every registered one but
 # standard and mixup), in registration order.
 ADVERSARIAL: tuple[str, ...] = METHODS.names(kind="adversarial")
+# Views of the table membership the entries carry, in registration order: the rows of Tables 1-3
+# (both readings of IAT, docs/claims.md), Table 3's rows (section 5.4, the paper's order), and the
+# paper's future work (section 6), implemented beyond it.
+TABLE_METHODS: tuple[str, ...] = METHODS.names(future=False)
+TABLE3_METHODS: tuple[str, ...] = METHODS.names(table3=True)
+FUTURE_METHODS: tuple[str, ...] = METHODS.names(future=True)

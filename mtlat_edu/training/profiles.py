@@ -32,16 +32,15 @@ from mtlat_edu.core import distributed as D
 from mtlat_edu.core.checks import resolve_device
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.data import ImageData, load_dataset
-from mtlat_edu.paper.methods import ADVERSARIAL, METHODS
+from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS
 from mtlat_edu.training.checkpoints import load_checkpoint
 from mtlat_edu.training.config import TrainConfig
 from mtlat_edu.training.loop import TrainResult, fit
 
-# the rows of Tables 1-3, with both readings of IAT (paper/methods.py, docs/claims.md)
-TABLE_METHODS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "iat_targeted", "mtlat")
-# The paper's future work (section 6), implemented beyond it: not in the reproduction of Tables 1-3,
-# compared with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10.
-FUTURE_METHODS = ("mtlat_pgd", "manifold_mtlat")
+# TABLE_METHODS: the rows of Tables 1-3, with both readings of IAT (docs/claims.md); FUTURE_METHODS: the
+# paper's future work (section 6), implemented beyond it, not in the reproduction of Tables 1-3, compared
+# with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10. Both are views of
+# the methods' registry entries (registered with future=True or not).
 SURROGATE = "vgg_surrogate"
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # what a profile passes on
 
