@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
+from mtlat_edu.core.checks import check_choice
 from mtlat_edu.paper.methods import METHODS, TABLE3_METHODS
 from . import parts as P
 
@@ -85,10 +86,8 @@ def score_table(results: pd.DataFrame) -> pd.DataFrame:
     perturbed = scored[scored["perturbation"] != CLEAN_COLUMN]
     means = perturbed.groupby(["model", "perturbation"], sort=False)["robustness"].mean()
     present = set(perturbed["perturbation"])
-    unknown = sorted(present - set(P.perturbation_names()))
-    if unknown:
-        raise ValueError(f"results: unknown perturbation(s) {', '.join(unknown)}; valid names: "
-                         f"{', '.join(P.perturbation_names())}")
+    for name in sorted(present):  # the one unknown-name error, naming the first unknown perturbation
+        check_choice(name, "results", P.perturbation_names())
     for col in P.perturbation_names():
         if col in present:
             table[col] = [float(means.get((m, col), float("nan"))) for m in models]
