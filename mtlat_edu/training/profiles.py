@@ -177,8 +177,7 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
     every missing run trains in turn with DistributedDataParallel over the N processes.
     """
     methods = tuple(methods or profile.methods)
-    seeds = tuple(profile.seeds if seeds is None else seeds)
-    check_seeds(seeds)
+    seeds = check_seeds(profile.seeds if seeds is None else seeds)
     jobs = _jobs(profile, runs_root, methods, surrogate, seeds, device, overrides)
     todo = [j for j in jobs if not (j[3] / "model.pt").exists()]
     workers = default_workers(device, len(todo)) if workers is None else workers
@@ -243,10 +242,25 @@ def train_profile(profile: Profile, runs_root="runs", methods=None, surrogate: b
     return train_seeds(profile, runs_root, methods, surrogate, (seed,), device, progress, workers, **overrides)[seed]
 
 
-def check_seeds(seeds) -> tuple[int, ...]:
-    """Seeds must be distinct integers >= 0."""
+class Seeds(tuple):
+    """Training seeds :func:`check_seeds` accepted (distinct integers >= 0): a tuple that carries its
+    check, so the functions it is passed on to (``train_seeds``, ``evaluate``, the notebook session)
+    do not check it again; a slice of it (``seeds[:1]``) stays checked."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Seeds(item) if isinstance(index, slice) else item
+
+
+def check_seeds(seeds) -> Seeds:
+    """Seeds must be distinct integers >= 0; checked once, where they enter (the CLI, the notebook
+    session, a public function given a plain sequence): :class:`Seeds` pass through unchanged."""
+    if isinstance(seeds, Seeds):
+        return seeds
     seeds = tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: must be distinct integers >= 0 (e.g. 0 1 2), got {list(seeds)!r}")
-    return seeds
+    return Seeds(seeds)
