@@ -10,9 +10,9 @@ them from here, so nothing is listed twice: a module-level table keyed by the sa
 ``dict`` or a tuple of names beside the registry) is a derived view, if it exists at all.
 
 Filling: one :meth:`Registry.add` call per entry, at module level, right below what it registers
-(``@REG.register(...)`` is the same call as a decorator, for a function defined there). A value
-that carries its own name (an attack's spec, an exercise, a profile) may go through a small
-module helper that makes that one ``add`` call from it.
+(``@REG.register(...)`` is the same call as a decorator, for a function defined there). Where the
+name, label or kind follow from the value (an attack's spec, an exercise, a paper row from its table
+and method), a small module helper ``_add(...)`` makes that one ``add`` call, once per entry.
 
 An unknown name raises :class:`UnknownNameError` (a ``ValueError``, and a ``KeyError`` so mapping
 idioms keep working), with the one message format of the package::
