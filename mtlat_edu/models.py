@@ -159,43 +159,49 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+# Manifold Mixup's hidden mixing points of each model (the fact "mix_points": submodule names inside
+# ``.net``): the end of the first and of the second stage, as Verma et al. mix a PreAct ResNet after
+# its first and second residual stages (layers 1 and 2; layer 0, the input, is always allowed).
+_VGG_POINTS = {"mix_points": ("features.3", "features.7")}       # after the first and second max-pool
+_RESNET_POINTS = {"mix_points": ("layer1", "layer2")}
+
 # kind: the inputs a model is designed for: "cifar" (32 px: a stride-1 stem, no max-pool), "imagenet"
 # (224 px: torchvision's stems, the paper's models of section 4.2), "any" (an adaptive pool before the head).
 MODELS = Registry("model", kinds=("cifar", "imagenet", "any"))
-MODELS.add("resnet18", _cifar_resnet18, label="ResNet-18", kind="cifar",
+MODELS.add("resnet18", _cifar_resnet18, label="ResNet-18", kind="cifar", facts=_RESNET_POINTS,
            description="CIFAR-style ResNet-18 (torchvision's, with a 3x3 stride-1 stem, no max-pool)")
 MODELS.add("preact_resnet18", PreActResNet18, label="PreAct ResNet-18", kind="cifar",
+           facts={"mix_points": ("layers.1", "layers.3")},
            description="Pre-activation ResNet-18 (He et al. 2016), CIFAR-style")
 MODELS.add("resnet50", lambda n: tvm.resnet50(num_classes=n), label="ResNet-50", kind="imagenet",
+           facts=_RESNET_POINTS,
            description="torchvision ResNet-50, the paper's model for 224 px inputs (section 4.2)")
 MODELS.add("resnext50", lambda n: tvm.resnext50_32x4d(num_classes=n), label="ResNeXt-50", kind="imagenet",
+           facts=_RESNET_POINTS,
            description="torchvision ResNeXt-50 32x4d, the paper's second model (section 4.2)")
-MODELS.add("vgg", VGG, label="VGG-11", kind="any",
+MODELS.add("vgg", VGG, label="VGG-11", kind="any", facts=_VGG_POINTS,
            description="a VGG-11-style network with batch norm: the black-box surrogate (section 4.1)")
-MODELS.add("vgg_small", lambda n: VGG(n, width=16), label="VGG-11/4", kind="any",
+MODELS.add("vgg_small", lambda n: VGG(n, width=16), label="VGG-11/4", kind="any", facts=_VGG_POINTS,
            description="the same VGG-11 layout at a quarter of the width, the surrogate of CPU runs")
-MODELS.add("small_cnn", SmallCNN, label="small CNN", kind="any",
+MODELS.add("small_cnn", SmallCNN, label="small CNN", kind="any", facts=_VGG_POINTS,
            description="a small, fast CNN for laptop-CPU runs")
-MODELS.add("small_cnn_wide", lambda n: SmallCNN(n, width=64), label="small CNN x2", kind="any",
+MODELS.add("small_cnn_wide", lambda n: SmallCNN(n, width=64), label="small CNN x2", kind="any", facts=_VGG_POINTS,
            description="the small CNN at twice the width (4x the parameters): the larger point of docs/claims.md")
 
+# A view of the entries' mixing points, ``{name: submodule names}`` (a model registered without them
+# mixes at the input only).
+MIX_POINTS: dict[str, tuple[str, ...]] = {n: MODELS.fact(n, "mix_points") for n in MODELS.names()
+                                          if MODELS.fact(n, "mix_points", None)}
 
-# Manifold Mixup's hidden mixing points of each model (submodule names inside ``.net``): the end of
-# the first and of the second stage, as Verma et al. mix a PreAct ResNet after its first and second
-# residual stages (layers 1 and 2; layer 0, the input, is always allowed).
-_VGG_POINTS = ("features.3", "features.7")       # after the first and second max-pool
-_RESNET_POINTS = ("layer1", "layer2")
-MIX_POINTS: dict[str, tuple[str, ...]] = {
-    "resnet18": _RESNET_POINTS, "preact_resnet18": ("layers.1", "layers.3"), "resnet50": _RESNET_POINTS,
-    "resnext50": _RESNET_POINTS, "vgg": _VGG_POINTS, "vgg_small": _VGG_POINTS, "small_cnn": _VGG_POINTS,
-    "small_cnn_wide": _VGG_POINTS,
-}
+
+def mix_points(name: str) -> tuple[str, ...]:
+    """The hidden mixing points of model ``name`` (submodule names inside ``.net``), () for none."""
+    return MODELS.fact(name, "mix_points", ())
 
 
 def mix_layer_count(name: str) -> int:
     """The mixing layers of model ``name``: 0 (the input) to ``mix_layer_count(name) - 1``."""
-    MODELS.check(name)
-    return 1 + len(MIX_POINTS.get(name, ()))
+    return 1 + len(mix_points(name))
 
 
 def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
@@ -203,5 +209,5 @@ def build_model(name: str, num_classes: int = 10) -> NormalizedModel:
     build = MODELS.lookup(name)
     check_int(num_classes, "num_classes", 2)
     model = NormalizedModel(build(num_classes))
-    model.mix_points = tuple(model.net.get_submodule(p) for p in MIX_POINTS.get(name, ()))
+    model.mix_points = tuple(model.net.get_submodule(p) for p in mix_points(name))
     return model

@@ -234,6 +234,9 @@ def test_aggregate_mean_and_std_by_hand():
 
 def test_check_seeds():
     assert check_seeds([0, 2]) == (0, 2)
+    seeds = check_seeds((0, 1, 2))
+    assert check_seeds(seeds) is seeds and check_seeds(seeds[:1]) == (0,)   # checked once, where they enter
+    assert isinstance(seeds[:1], type(seeds)) and seeds[0] == 0 and list(seeds) == [0, 1, 2]
     for bad in ([], [0, 0], [-1], [1.5], [True]):
         with pytest.raises(ValueError, match="seeds"):
             check_seeds(bad)

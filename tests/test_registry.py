@@ -90,6 +90,21 @@ def test_registry_setitem_and_delitem():
         del reg["hexagon"]
 
 
+def test_registry_facts():
+    """Per-name facts ride on the entries: read back one by one, or as a filter of names()."""
+    reg = _shapes()
+    reg.add("cube", 6, kind="angular", facts={"solid": True, "faces": 6})
+    assert reg.fact("cube", "faces") == 6 and reg.fact("square", "faces", 0) == 0
+    with pytest.raises(KeyError, match="'square' has no fact 'faces'"):
+        reg.fact("square", "faces")
+    assert reg.names(solid=True) == ("cube",) and reg.names(kind="angular", solid=True) == ("cube",)
+    assert reg.names(kind="round", solid=True) == ()
+    reg["cube"] = 7                                                          # a new object keeps the facts
+    assert reg["cube"] == 7 and reg.entry("cube").facts == {"solid": True, "faces": 6}
+    with pytest.raises(UnknownNameError):
+        reg.fact("sphere", "faces", 0)
+
+
 def test_unknown_name_error_message_is_exact():
     reg = _shapes()
     with pytest.raises(UnknownNameError) as info:
@@ -129,6 +144,11 @@ def test_methods_registry():
     assert methods.METHODS.entry("mtlat").description.startswith("M-TLAT, Algorithm 1")
     assert TABLE3_TITLES == {"standard": "standard", "fgsm": "FGSM", "target_fgsm": "target-FGSM", "ls": "LS",
                              "tlat": "TLAT"}
+    # table membership rides on the entries; the tuples are views of it
+    assert methods.TABLE3_METHODS == methods.METHODS.names(table3=True) == tuple(TABLE3_TITLES)
+    assert methods.FUTURE_METHODS == profiles.FUTURE_METHODS == ("mtlat_pgd", "manifold_mtlat")
+    assert profiles.TABLE_METHODS == methods.METHODS.names(future=False) == tuple(
+        n for n in methods.METHODS if n not in methods.FUTURE_METHODS)
 
 
 def test_corruption_registry_labels_are_the_papers_columns():

@@ -3,9 +3,16 @@
 A :class:`Registry` is a mapping ``name -> object`` in registration order (so ``name in REG``,
 ``REG[name]``, ``list(REG)``, ``REG.items()`` and ``REG[name] = obj`` work as for a dict), whose entries also
 carry a display ``label`` (the paper's column or row title: ``Gauss``, ``pgd e=0.04``, ``M-TLAT``),
-a ``kind`` (a corruption's family, white-box or black-box, clean or adversarial) and an optional
-one-line ``description``. Tables, command-line choices and widget dropdowns read all three from
-here, so nothing is listed twice.
+a ``kind`` (a corruption's family, white-box or black-box, clean or adversarial), an optional
+one-line ``description`` and optional ``facts``, the other per-name facts (a model's mixing points,
+the tables a method has a row in, ...). Tables, command-line choices and widget dropdowns read
+them from here, so nothing is listed twice: a module-level table keyed by the same names (a
+``dict`` or a tuple of names beside the registry) is a derived view, if it exists at all.
+
+Filling: one :meth:`Registry.add` call per entry, at module level, right below what it registers
+(``@REG.register(...)`` is the same call as a decorator, for a function defined there). Where the
+name, label or kind follow from the value (an attack's spec, an exercise, a paper row from its table
+and method), a small module helper ``_add(...)`` makes that one ``add`` call, once per entry.
 
 An unknown name raises :class:`UnknownNameError` (a ``ValueError``, and a ``KeyError`` so mapping
 idioms keep working), with the one message format of the package::
@@ -20,9 +27,13 @@ idioms keep working), with the one message format of the package::
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable
+
+_NO_FACTS: Mapping[str, Any] = MappingProxyType({})
+_MISSING = object()
 
 
 class UnknownNameError(ValueError, KeyError):
@@ -43,13 +54,14 @@ class UnknownNameError(ValueError, KeyError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered object with its name, display label, kind and description."""
+    """One registered object with its name, display label, kind, description and other facts."""
 
     name: str
     value: Any
     label: str
     kind: str | None = None
     description: str = ""
+    facts: Mapping[str, Any] = field(default_factory=lambda: _NO_FACTS)
 
 
 class Registry(MutableMapping):
@@ -67,8 +79,9 @@ class Registry(MutableMapping):
 
     # -- filling --------------------------------------------------------------------------
     def add(self, name: str, value, *, label: str | None = None, kind: str | None = None,
-            description: str = ""):
+            description: str = "", facts: Mapping[str, Any] | None = None):
         """Register ``value`` under ``name`` (the label defaults to the name); returns ``value``.
+        ``facts``: other per-name facts, read back by :meth:`fact` and ``names(**facts)``.
         A name registered twice, or a kind outside ``kinds``, is refused."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.arg}: a registered name must be a non-empty string, got {name!r}")
@@ -76,14 +89,15 @@ class Registry(MutableMapping):
             raise ValueError(f"{self.arg}: {name!r} is registered already")
         if kind is not None and self.kinds_allowed is not None and kind not in self.kinds_allowed:
             raise ValueError(f"kind: {name!r} has kind {kind!r}; valid kinds: {', '.join(self.kinds_allowed)}")
-        self._entries[name] = Entry(name, value, name if label is None else label, kind, description)
+        self._entries[name] = Entry(name, value, name if label is None else label, kind, description,
+                                    MappingProxyType(dict(facts)) if facts else _NO_FACTS)
         return value
 
     def register(self, name: str, *, label: str | None = None, kind: str | None = None,
-                 description: str = "") -> Callable:
+                 description: str = "", facts: Mapping[str, Any] | None = None) -> Callable:
         """Decorator form of :meth:`add`: ``@REG.register("name", label=..., kind=...)``."""
         def deco(value):
-            return self.add(name, value, label=label, kind=kind, description=description)
+            return self.add(name, value, label=label, kind=kind, description=description, facts=facts)
         return deco
 
     # -- the mapping ----------------------------------------------------------------------
@@ -91,11 +105,11 @@ class Registry(MutableMapping):
         return self.entry(name).value
 
     def __setitem__(self, name: str, value) -> None:
-        """Dict-style: a new name gets its name as label and no kind; a registered one keeps its
-        label, kind and description and gets the new object (tests plug in models this way)."""
+        """Dict-style: a new name gets its name as label, no kind and no facts; a registered one keeps
+        its label, kind, description and facts and gets the new object (tests plug in models this way)."""
         if name in self:
             e = self._entries[name]
-            self._entries[name] = Entry(name, value, e.label, e.kind, e.description)
+            self._entries[name] = Entry(name, value, e.label, e.kind, e.description, e.facts)
         else:
             self.add(name, value)
 
@@ -134,19 +148,33 @@ class Registry(MutableMapping):
     def kind(self, name: str) -> str | None:
         return self.entry(name).kind
 
-    def names(self, kind: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    def fact(self, name: str, key: str, default=_MISSING):
+        """The fact ``key`` of entry ``name`` (``default`` when the entry has none; without a
+        default, a missing fact is a ``KeyError`` naming the entry and the key)."""
+        facts = self.entry(name).facts
+        if key in facts:
+            return facts[key]
+        if default is _MISSING:
+            raise KeyError(f"{self.arg}: {name!r} has no fact {key!r}")
+        return default
+
+    def names(self, kind: str | Iterable[str] | None = None, **facts) -> tuple[str, ...]:
         """Every name in registration order, or those of ``kind``: one kind, or several (kind by
-        kind in the order given, each in registration order)."""
+        kind in the order given, each in registration order); ``facts`` (``table3=True``) keeps the
+        entries holding each of those facts with that value."""
         if kind is None:
-            return tuple(self._entries)
-        wanted = (kind,) if isinstance(kind, str) else tuple(kind)
-        for k in wanted:
-            if self.kinds_allowed is not None and k not in self.kinds_allowed:
-                raise UnknownNameError("kind", k, self.kinds_allowed)
-        return tuple(n for k in wanted for n, e in self._entries.items() if e.kind == k)
+            names = tuple(self._entries)
+        else:
+            wanted = (kind,) if isinstance(kind, str) else tuple(kind)
+            for k in wanted:
+                if self.kinds_allowed is not None and k not in self.kinds_allowed:
+                    raise UnknownNameError("kind", k, self.kinds_allowed)
+            names = tuple(n for k in wanted for n, e in self._entries.items() if e.kind == k)
+        return tuple(n for n in names
+                     if all(self._entries[n].facts.get(key, _MISSING) == v for key, v in facts.items()))
 
     def entries(self, kind: str | Iterable[str] | None = None) -> tuple[Entry, ...]:
-        """The entries (name, object, label, kind, description), as :meth:`names` orders them."""
+        """The entries (name, object, label, kind, description, facts), as :meth:`names` orders them."""
         return tuple(self._entries[n] for n in self.names(kind))
 
     def labels(self, names: Iterable[str] | None = None) -> dict[str, str]:

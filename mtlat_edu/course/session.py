@@ -210,7 +210,7 @@ class Course:
               weights: bool = True, progress: bool = False, seeds=None, **overrides) -> dict[int, dict]:
         """``{seed: {name: TrainResult}}``: shipped runs where they stand in, the others trained
         (or reused) by :func:`~mtlat_edu.training.profiles.train_seeds`."""
-        seeds = tuple(seeds or self.seeds)
+        seeds = seeds or self.seeds  # checked by setup (Seeds), or by train_seeds when given here
         methods = tuple(methods or profile.methods)
         names = (*methods, *((SURROGATE,) if surrogate else ()))
         shipped = {n for n in names if self.shipped_entry(n, profile=profile, group=group, weights=weights)}

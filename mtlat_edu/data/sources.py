@@ -182,8 +182,7 @@ def _folder_split(classes: list[str], samples: list[tuple[str, int]], size: int 
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+    check_choice(split, "split", SPLITS)
 
 
 def _is_folder_tree(root: Path) -> bool:

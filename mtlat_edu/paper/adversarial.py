@@ -13,6 +13,11 @@
 couple, ``eps_max = 0.025``, section 4.2). The attacks for *evaluation* (PGD, CW, MI-FGSM) live in
 :mod:`mtlat_edu.robustness.attacks`.
 
+Each public function checks its arguments, then calls a private implementation (``_sample_eps``,
+``_fgsm``, ``_targeted_fgsm``, ``_targeted_pgd``) that trusts them; the training methods call those
+on a batch checked once. ``check_classes`` is the one check left to the implementations: the labels'
+range is known only once the forward pass has shown the number of classes.
+
 Only the gradient with respect to the input is computed (``torch.autograd.grad``), so no weight
 gradient is wasted: the cost is one forward and one backward-to-input pass.
 """
@@ -28,13 +33,15 @@ EPS_MAX = 0.025
 
 
 def sample_eps(n: int, eps_max: float = EPS_MAX, *, per_batch: bool = False,
-               generator: torch.Generator | None = None, device=None, validate: bool = True) -> torch.Tensor:
-    """Draw ``eps ~ U[0, eps_max]``: one per sample (Algorithm 1), or one for the batch.
+               generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Draw ``eps ~ U[0, eps_max]``: one per sample (Algorithm 1), or one for the batch."""
+    check_int(n, "n", 0)
+    check_range(eps_max, "eps_max", 0.0, 1.0)
+    return _sample_eps(n, eps_max, per_batch=per_batch, generator=generator, device=device)
 
-    ``validate=False`` (the training loop: MethodConfig checked ``eps_max`` once) skips the checks."""
-    if validate:
-        check_int(n, "n", 0)
-        check_range(eps_max, "eps_max", 0.0, 1.0)
+
+def _sample_eps(n: int, eps_max: float, *, per_batch: bool = False, generator: torch.Generator | None = None,
+                device=None) -> torch.Tensor:
     device = generator.device if generator is not None else (device or "cpu")
     u = torch.rand(1 if per_batch else n, generator=generator, device=device)
     return (u * eps_max).expand(n) if per_batch else u * eps_max
@@ -133,25 +140,27 @@ def _step(x: torch.Tensor, grad: torch.Tensor, eps, sign: float) -> torch.Tensor
     return (x + sign * _per_image(eps, x) * grad.sign()).clamp_(0, 1).detach()
 
 
-def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
-    """Untargeted FGSM: a step of size ``eps`` that *increases* ``L(x, y)`` (eq. 2), clipped to [0, 1].
-
-    ``validate=False`` skips the input checks (the training loop's data is valid by construction
-    and checking values would synchronise the GPU at every step).
-    """
-    if validate:
-        _validate(model, x, y, eps)
-    return _step(x, input_gradient(model, x, y, check_classes=validate), eps, +1.0)
+def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps) -> torch.Tensor:
+    """Untargeted FGSM: a step of size ``eps`` that *increases* ``L(x, y)`` (eq. 2), clipped to [0, 1]."""
+    _validate(model, x, y, eps)
+    return _fgsm(model, x, y, eps, check_classes=True)
 
 
-def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps, *, validate: bool = True) -> torch.Tensor:
+def _fgsm(model, x, y, eps, *, check_classes: bool = False) -> torch.Tensor:
+    return _step(x, input_gradient(model, x, y, check_classes=check_classes), eps, +1.0)
+
+
+def targeted_fgsm(model, x: torch.Tensor, y_target: torch.Tensor, eps) -> torch.Tensor:
     """Targeted FGSM, eq. (5): ``x - eps * sign(grad_x L(x, y_target))``, clipped to [0, 1].
 
     The step *decreases* the loss towards ``y_target``, pushing the image towards that class.
     """
-    if validate:
-        _validate(model, x, y_target, eps)
-    return _step(x, input_gradient(model, x, y_target, check_classes=validate), eps, -1.0)
+    _validate(model, x, y_target, eps)
+    return _targeted_fgsm(model, x, y_target, eps, check_classes=True)
+
+
+def _targeted_fgsm(model, x, y_target, eps, *, check_classes: bool = False) -> torch.Tensor:
+    return _step(x, input_gradient(model, x, y_target, check_classes=check_classes), eps, -1.0)
 
 
 PGD_STEPS = 3
@@ -160,7 +169,7 @@ PGD_STEP_FACTOR = 2.5
 
 def targeted_pgd(model, x: torch.Tensor, y_target: torch.Tensor, eps, steps: int = PGD_STEPS,
                  step_factor: float = PGD_STEP_FACTOR, random_start: bool = False,
-                 generator: torch.Generator | None = None, *, validate: bool = True) -> torch.Tensor:
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``steps`` iterations of targeted FGSM (eq. 5) projected onto the L-inf ball of radius ``eps``.
 
     ``x_{i+1} = Proj_{B_inf(x, eps) & [0,1]}(x_i - a * sign(grad_x L(x_i, y_target)))`` with the step
@@ -174,10 +183,15 @@ def targeted_pgd(model, x: torch.Tensor, y_target: torch.Tensor, eps, steps: int
     The gradients are computed in the model's current mode (training mode inside a training step,
     as Algorithm 1 uses the current theta); ``eps`` is a float or one per sample.
     """
-    if validate:
-        _validate(model, x, y_target, eps)
-        check_int(steps, "pgd_steps")
-        check_range(step_factor, "pgd_step_factor", 0.0, 100.0, low_open=True)
+    _validate(model, x, y_target, eps)
+    check_int(steps, "pgd_steps")
+    check_range(step_factor, "pgd_step_factor", 0.0, 100.0, low_open=True)
+    return _targeted_pgd(model, x, y_target, eps, steps, step_factor, random_start, generator, check_classes=True)
+
+
+def _targeted_pgd(model, x, y_target, eps, steps: int = PGD_STEPS, step_factor: float = PGD_STEP_FACTOR,
+                  random_start: bool = False, generator: torch.Generator | None = None, *,
+                  check_classes: bool = False) -> torch.Tensor:
     x = x.detach()
     e = _per_image(eps, x)
     lo, hi = (x - e).clamp(0, 1), (x + e).clamp(0, 1)
@@ -188,14 +202,14 @@ def targeted_pgd(model, x: torch.Tensor, y_target: torch.Tensor, eps, steps: int
         x_adv = torch.min(torch.max(x + (2 * u - 1) * e, lo), hi)
     step = e * (step_factor / steps)
     for i in range(steps):
-        grad = input_gradient(model, x_adv, y_target, check_classes=validate and i == 0)
+        grad = input_gradient(model, x_adv, y_target, check_classes=check_classes and i == 0)
         x_adv = torch.min(torch.max(x_adv - step * grad.sign(), lo), hi).detach()
     return x_adv
 
 
 def _validate(model, x, y, eps):
     """Images, eps and the labels' type and count (their range is checked against the logits,
-    ``input_gradient(check_classes=True)``, once the number of classes is known)."""
+    ``check_classes=True``, once the forward pass has shown the number of classes)."""
     check_model_input(x, model, "x")
     check_eps(eps, "eps", x.shape[0])
     check_labels(y, None, x.shape[0], "y")

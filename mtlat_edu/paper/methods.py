@@ -25,7 +25,7 @@ the same FGSM" (eps ~ U[0, 0.025]), which M-TLAT uses targeted. ``iat_targeted``
 differences and nothing else.
 
 Beyond the paper (its section 6 names both as future work; see docs/future.md), kept out of the
-reproduction of Tables 1-3 (``profiles.FUTURE_METHODS``):
+reproduction of Tables 1-3 (registered with ``future=True``: :data:`FUTURE_METHODS`):
 
 ==================  =======================================================================
 ``mtlat_pgd``       Algorithm 1 with line 5's targeted FGSM replaced by k-step targeted PGD
@@ -62,13 +62,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION, fgsm, sample_eps, targeted_fgsm,
-                          targeted_pgd)
 from mtlat_edu.core.checks import (check_int, check_int_set, check_labels, check_model_input, check_positive,
-                     check_range)
-from .labels import one_hot, smooth_labels, soft_cross_entropy, tlat_labels
-from .mixup import DEFAULT_ALPHA, interpolate, manifold_forward, random_mixup, random_pairs
+                                   check_range)
 from mtlat_edu.core.registry import Registry
+from .adversarial import (EPS_MAX, PGD_STEP_FACTOR, PGD_STEPS, TARGET_SELECTION, _fgsm, _sample_eps, _targeted_fgsm,
+                          _targeted_pgd)
+from .labels import _one_hot, _smooth_labels, _tlat_labels, soft_cross_entropy
+from .mixup import DEFAULT_ALPHA, _random_mixup, _random_pairs, interpolate, manifold_forward
 
 # Manifold Mixup's mixing layers (Verma et al.'s reference code: ``layer_mix = randint(0, 2)``).
 MANIFOLD_LAYERS = (0, 1, 2)
@@ -102,32 +102,50 @@ class MethodConfig:
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, MethodConfig, "torch.Generator | None"], torch.Tensor]
 # kind "adversarial": the batch splits into a clean and an adversarial half; "clean": it does not.
+# facts: "trusted", the loss without the input checks (:func:`trusted_method`); "table3", a row of
+# Table 3 (section 5.4); "future", beyond the paper (its section 6), out of the reproduction of Tables 1-3.
 METHODS = Registry("method", kinds=("clean", "adversarial"))
 
 
-def register(name: str, label: str, kind: str):
+def register(name: str, label: str, kind: str, *, table3: bool = False, future: bool = False):
     """Register a loss ``fn(model, x, y, cfg, g)`` under ``name``, shown as ``label`` (the paper's
-    row title), of ``kind`` "clean" or "adversarial"; the registered function takes ``validate=True``
-    (check the batch: float NCHW images in [0, 1] with the model's channels, integer labels in
-    range, a MethodConfig) and the training loop calls it with ``validate=False``."""
+    row title), of ``kind`` "clean" or "adversarial", with its table membership (``table3``: a row of
+    Table 3; ``future``: beyond the paper). The registered function checks the batch (float NCHW
+    images in [0, 1] with the model's channels, integer labels in range, a MethodConfig), then calls
+    ``fn``, which trusts it; ``fn`` itself is the entry's ``trusted`` fact (:func:`trusted_method`)."""
     def deco(fn: LossFn) -> LossFn:
         @functools.wraps(fn)
-        def loss(model, x, y, cfg: MethodConfig, g=None, *, validate: bool = True):
-            if validate:
-                if not isinstance(cfg, MethodConfig):
-                    raise ValueError(f"cfg: expected a MethodConfig, got {type(cfg).__name__}")
-                check_model_input(x, model, "x")
-                if x.shape[0] == 0:
-                    raise ValueError(f"x: an empty batch (0 images); the training method {name!r} needs at least "
-                                     "one image (two for the adversarial methods)")
-                check_labels(y, cfg.num_classes, x.shape[0], "y")
+        def loss(model, x, y, cfg: MethodConfig, g=None):
+            _check_batch(model, x, y, cfg, name)
             return fn(model, x, y, cfg, g)
-        return METHODS.add(name, loss, label=label, kind=kind, description=(fn.__doc__ or "").split("\n")[0])
+        return METHODS.add(name, loss, label=label, kind=kind, description=(fn.__doc__ or "").split("\n")[0],
+                           facts={"trusted": fn, "table3": table3, "future": future})
     return deco
 
 
+def _check_batch(model, x, y, cfg: MethodConfig, method: str = "mtlat") -> None:
+    """The input checks of a training method ``method``: ``cfg`` a MethodConfig, ``x`` images the
+    model takes (at least one), ``y`` one class index in ``[0, cfg.num_classes)`` per image."""
+    if not isinstance(cfg, MethodConfig):
+        raise ValueError(f"cfg: expected a MethodConfig, got {type(cfg).__name__}")
+    check_model_input(x, model, "x")
+    if x.shape[0] == 0:
+        raise ValueError(f"x: an empty batch (0 images); the training method {method!r} needs at least "
+                         "one image (two for the adversarial methods)")
+    check_labels(y, cfg.num_classes, x.shape[0], "y")
+
+
 def get_method(name: str) -> LossFn:
+    """The loss of method ``name``; it checks its inputs (:func:`_check_batch`)."""
     return METHODS.lookup(name)
+
+
+def trusted_method(name: str) -> LossFn:
+    """The loss of method ``name`` without the input checks: for a caller that checked its data
+    where it entered (the training loop: the configuration once, the batches valid by construction),
+    where a value check per step would synchronise the GPU. A method registered without a
+    ``trusted`` fact (``METHODS[name] = fn``) is its own trusted form."""
+    return METHODS.fact(name, "trusted", METHODS.lookup(name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,12 +162,12 @@ def split_batch(x: torch.Tensor, y: torch.Tensor):
 
 
 def _mix(x, y_soft, cfg: MethodConfig, g):
-    x_mix, y_mix, _ = random_mixup(x, y_soft, cfg.alpha, per_batch=cfg.per_batch, generator=g, validate=False)
+    x_mix, y_mix, _ = _random_mixup(x, y_soft, cfg.alpha, per_batch=cfg.per_batch, generator=g)
     return x_mix, y_mix
 
 
 def _eps(n, cfg: MethodConfig, g, device):
-    return sample_eps(n, cfg.eps_max, per_batch=cfg.per_batch, generator=g, device=device, validate=False).to(device)
+    return _sample_eps(n, cfg.eps_max, per_batch=cfg.per_batch, generator=g, device=device).to(device)
 
 
 def _targets(model, x, y, cfg: MethodConfig, g, mixed=None):
@@ -182,7 +200,7 @@ def _ce(logits, t):
 # ---------------------------------------------------------------------------------------------
 # the registry
 
-@register("standard", "standard", "clean")
+@register("standard", "standard", "clean", table3=True)
 def standard(model, x, y, cfg: MethodConfig, g=None):
     """Plain cross-entropy on the clean batch."""
     return F.cross_entropy(model(x).float(), y)
@@ -191,15 +209,15 @@ def standard(model, x, y, cfg: MethodConfig, g=None):
 @register("mixup", "Mixup", "clean")
 def mixup_method(model, x, y, cfg: MethodConfig, g=None):
     """Mixup, eq. (1), on the whole batch."""
-    x_mix, y_mix = _mix(x, one_hot(y, cfg.num_classes, validate=False), cfg, g)
+    x_mix, y_mix = _mix(x, _one_hot(y, cfg.num_classes), cfg, g)
     return soft_cross_entropy(model(x_mix), y_mix)
 
 
-@register("fgsm", "FGSM", "adversarial")
+@register("fgsm", "FGSM", "adversarial", table3=True)
 def fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Untargeted FGSM adversarial training (eq. 2), adversarial samples labelled ``y_clean``."""
     xc, yc, xa, ya = split_batch(x, y)
-    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device), validate=False)
+    x_adv = _fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device))
     return two_part_loss(model, xc, yc, x_adv, ya)
 
 
@@ -207,28 +225,28 @@ def _targeted_half(model, x, y, cfg, g):
     xc, yc, xa, ya = split_batch(x, y)
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, xa, ya, cfg, g)
-    return xc, yc, targeted_fgsm(model, xa, y_t, eps, validate=False), ya, y_t, eps
+    return xc, yc, _targeted_fgsm(model, xa, y_t, eps), ya, y_t, eps
 
 
-@register("target_fgsm", "target-FGSM", "adversarial")
+@register("target_fgsm", "target-FGSM", "adversarial", table3=True)
 def target_fgsm_method(model, x, y, cfg: MethodConfig, g=None):
     """Targeted FGSM adversarial training, eq. (3): labelled with the ground truth."""
     xc, yc, x_adv, ya, _, _ = _targeted_half(model, x, y, cfg, g)
     return two_part_loss(model, xc, yc, x_adv, ya)
 
 
-@register("ls", "LS", "adversarial")
+@register("ls", "LS", "adversarial", table3=True)
 def ls_method(model, x, y, cfg: MethodConfig, g=None):
     """The LS model of section 5.4: targeted FGSM, adversarial labels smoothed with parameter eps."""
     xc, yc, x_adv, ya, _, eps = _targeted_half(model, x, y, cfg, g)
-    return two_part_loss(model, xc, yc, x_adv, smooth_labels(ya, cfg.num_classes, eps, validate=False))
+    return two_part_loss(model, xc, yc, x_adv, _smooth_labels(ya, cfg.num_classes, eps))
 
 
-@register("tlat", "TLAT", "adversarial")
+@register("tlat", "TLAT", "adversarial", table3=True)
 def tlat_method(model, x, y, cfg: MethodConfig, g=None):
     """TLAT, eq. (4): targeted FGSM labelled ``(1 - eps) * y_clean + eps * y_target``."""
     xc, yc, x_adv, ya, y_t, eps = _targeted_half(model, x, y, cfg, g)
-    y_adv = tlat_labels(one_hot(ya, cfg.num_classes, validate=False), y_t, eps, validate=False)
+    y_adv = _tlat_labels(_one_hot(ya, cfg.num_classes), y_t, eps)
     return two_part_loss(model, xc, yc, x_adv, y_adv)
 
 
@@ -241,9 +259,9 @@ def iat_method(model, x, y, cfg: MethodConfig, g=None):
     """
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
-    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)
-    x_adv = fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device), validate=False)
-    x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n, validate=False), cfg, g)
+    x_mix1, y_mix1 = _mix(xc, _one_hot(yc, n), cfg, g)
+    x_adv = _fgsm(model, xa, ya, _eps(xa.shape[0], cfg, g, x.device))
+    x_mix2, y_mix2 = _mix(x_adv, _one_hot(ya, n), cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
 
@@ -257,35 +275,40 @@ def iat_targeted_method(model, x, y, cfg: MethodConfig, g=None):
     """
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
-    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)
+    x_mix1, y_mix1 = _mix(xc, _one_hot(yc, n), cfg, g)
     eps = _eps(xa.shape[0], cfg, g, x.device)
     if _needs_couples(cfg):  # the couples are drawn before the target, which avoids image i's couple's classes
-        lam2, p2 = random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
-                                validate=False)
-        ya1 = one_hot(ya, n, validate=False)
+        lam2, p2 = _random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device)
+        ya1 = _one_hot(ya, n)
         y_mix2 = interpolate(ya1, ya1[p2], lam2)
-        x_adv = targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g, mixed=y_mix2), eps, validate=False)
+        x_adv = _targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g, mixed=y_mix2), eps)
         return two_part_loss(model, x_mix1, y_mix1, interpolate(x_adv, x_adv[p2], lam2), y_mix2)
-    x_adv = targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g), eps, validate=False)
-    x_mix2, y_mix2 = _mix(x_adv, one_hot(ya, n, validate=False), cfg, g)
+    x_adv = _targeted_fgsm(model, xa, _targets(model, xa, ya, cfg, g), eps)
+    x_mix2, y_mix2 = _mix(x_adv, _one_hot(ya, n), cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
 
-def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=targeted_fgsm):
+def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None):
     """The two training batches of Algorithm 1 from B clean images.
 
     Returns ``(x_mix1, y_mix1, x_mtlat, y_mtlat, extras)`` where ``extras`` holds the
     intermediate ``x_mix2``, ``y_mix2``, ``y_target`` and ``eps`` (for teaching and tests).
-    ``attack(model, x_mix2, y_target, eps)`` is line 5's perturbation (targeted FGSM, eq. 5).
+    ``attack(model, x_mix2, y_target, eps)`` is line 5's perturbation (default: targeted FGSM, eq. 5).
     """
+    _check_batch(model, x, y, cfg)
+    return _mtlat_couples(model, x, y, cfg, g, attack)
+
+
+def _mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None):
+    attack = attack or _targeted_fgsm
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
-    x_mix1, y_mix1 = _mix(xc, one_hot(yc, n, validate=False), cfg, g)             # Algorithm 1, lines 1-2
-    x_mix2, y_mix2 = _mix(xa, one_hot(ya, n, validate=False), cfg, g)             # lines 3-4
+    x_mix1, y_mix1 = _mix(xc, _one_hot(yc, n), cfg, g)             # Algorithm 1, lines 1-2
+    x_mix2, y_mix2 = _mix(xa, _one_hot(ya, n), cfg, g)             # lines 3-4
     eps = _eps(xa.shape[0], cfg, g, x.device)
     y_t = _targets(model, x_mix2, ya, cfg, g, mixed=y_mix2)
-    x_mtlat = attack(model, x_mix2, y_t, eps, validate=False)                     # line 5, eq. (6)
-    y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)                     # line 6, eq. (6)
+    x_mtlat = attack(model, x_mix2, y_t, eps)                      # line 5, eq. (6)
+    y_mtlat = _tlat_labels(y_mix2, y_t, eps)                       # line 6, eq. (6)
     extras = {"x_mix2": x_mix2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
     return x_mix1, y_mix1, x_mtlat, y_mtlat, extras
 
@@ -293,7 +316,7 @@ def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=targeted_fgsm):
 @register("mtlat", "M-TLAT", "adversarial")
 def mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT, Algorithm 1: ``loss = L(x_mix1, y_mix1) + L(x_mtlat, y_mtlat)``."""
-    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, g)
+    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = _mtlat_couples(model, x, y, cfg, g)
     return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
 
 
@@ -302,12 +325,13 @@ def mtlat_method(model, x, y, cfg: MethodConfig, g=None):
 
 def pgd_attack(cfg: MethodConfig, g=None):
     """Line 5 of Algorithm 1 for ``mtlat_pgd``: :func:`adversarial.targeted_pgd` with the config's
-    ``pgd_steps``, ``pgd_step_factor`` and ``pgd_random_start`` (the random start drawn from ``g``)."""
-    return functools.partial(targeted_pgd, steps=cfg.pgd_steps, step_factor=cfg.pgd_step_factor,
+    ``pgd_steps``, ``pgd_step_factor`` and ``pgd_random_start`` (the random start drawn from ``g``), on
+    inputs :func:`mtlat_couples` checked."""
+    return functools.partial(_targeted_pgd, steps=cfg.pgd_steps, step_factor=cfg.pgd_step_factor,
                              random_start=cfg.pgd_random_start, generator=g)
 
 
-@register("mtlat_pgd", "M-TLAT (PGD)", "adversarial")
+@register("mtlat_pgd", "M-TLAT (PGD)", "adversarial", future=True)
 def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with an iterative attack: Algorithm 1 with line 5's targeted FGSM replaced by
     ``k = cfg.pgd_steps`` steps of targeted PGD (step ``pgd_step_factor * eps / k``, projected onto
@@ -315,7 +339,7 @@ def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
     M-TLAT. The label is eq. (6), ``(1 - eps) * y_mix2 + eps * y_target``, with ``eps`` the radius of
     the ball the final iterate lies in (the drawn eps, as for FGSM). With ``pgd_steps=1`` and no
     random start this *is* ``mtlat`` (same draws, same images, same labels)."""
-    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = mtlat_couples(model, x, y, cfg, g, attack=pgd_attack(cfg, g))
+    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = _mtlat_couples(model, x, y, cfg, g, attack=pgd_attack(cfg, g))
     return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
 
 
@@ -343,14 +367,17 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     ``extras`` with ``x_adv_a``, ``x_adv_b`` (the perturbed couples of the adversarial half, whose
     clean images are ``x_3`` and ``x_3[perm]``), ``perm``, ``y_mix2``, ``y_target`` and ``eps``.
     """
+    _check_batch(model, x, y, cfg, "manifold_mtlat")
+    return _manifold_couples(model, x, y, cfg, g)
+
+
+def _manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
     layer = draw_layer(cfg.manifold_layers, g)
-    lam1, p1 = random_pairs(xc.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
-                            validate=False)
-    lam2, p2 = random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device,
-                            validate=False)
-    yc1, ya1 = one_hot(yc, n, validate=False), one_hot(ya, n, validate=False)
+    lam1, p1 = _random_pairs(xc.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device)
+    lam2, p2 = _random_pairs(xa.shape[0], cfg.alpha, per_batch=cfg.per_batch, generator=g, device=x.device)
+    yc1, ya1 = _one_hot(yc, n), _one_hot(ya, n)
     y_mix1, y_mix2 = interpolate(yc1, yc1[p1], lam1), interpolate(ya1, ya1[p2], lam2)
     eps = _eps(xa.shape[0], cfg, g, x.device)
     h = xa.shape[0]
@@ -360,21 +387,27 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
 
     pairs = torch.cat([xa, xa[p2]])
     y_t = _targets(couples, pairs, ya, cfg, g, mixed=y_mix2)
-    adv = targeted_fgsm(couples, pairs, y_t, torch.cat([eps, eps]), validate=False)
-    y_mtlat = tlat_labels(y_mix2, y_t, eps, validate=False)
+    adv = _targeted_fgsm(couples, pairs, y_t, torch.cat([eps, eps]))
+    y_mtlat = _tlat_labels(y_mix2, y_t, eps)
     x_a, x_b = torch.cat([xc, adv[:h]]), torch.cat([xc[p1], adv[h:]])
     extras = {"x_adv_a": adv[:h], "x_adv_b": adv[h:], "perm": p2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
     return x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras
 
 
-@register("manifold_mtlat", "Manifold M-TLAT", "adversarial")
+@register("manifold_mtlat", "Manifold M-TLAT", "adversarial", future=True)
 def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with Manifold Mixup (:func:`manifold_couples`): ``L(mix_l(x_1, x_2), y_mix1) +
     L(mix_l(x_3 + d_3, x_4 + d_4), y_mtlat)`` in one forward pass mixed at the drawn layer ``l``."""
-    x_a, x_b, lam, y_mix1, y_mtlat, layer, _ = manifold_couples(model, x, y, cfg, g)
+    x_a, x_b, lam, y_mix1, y_mtlat, layer, _ = _manifold_couples(model, x, y, cfg, g)
     return _two_part_ce(manifold_forward(model, x_a, x_b, lam, layer), y_mix1, y_mtlat)
 
 
 # Methods whose batches split into a clean and an adversarial half (every registered one but
 # standard and mixup), in registration order.
 ADVERSARIAL: tuple[str, ...] = METHODS.names(kind="adversarial")
+# Views of the table membership the entries carry, in registration order: the rows of Tables 1-3
+# (both readings of IAT, docs/claims.md), Table 3's rows (section 5.4, the paper's order), and the
+# paper's future work (section 6), implemented beyond it.
+TABLE_METHODS: tuple[str, ...] = METHODS.names(future=False)
+TABLE3_METHODS: tuple[str, ...] = METHODS.names(table3=True)
+FUTURE_METHODS: tuple[str, ...] = METHODS.names(future=True)

@@ -7,6 +7,9 @@ Pairs are formed inside a batch: image ``i`` is mixed with image ``perm[i]`` for
 permutation ``perm`` (as timm does with a flipped batch), so a batch of B images gives B mixed
 couples for the price of none extra. Algorithm 1 draws one ``lam`` per couple; ``per_batch=True``
 draws a single ``lam`` for the whole batch (the original Mixup implementation).
+
+Each public function checks its arguments, then calls a private implementation (``_mixup``,
+``_random_mixup``, ...) that trusts them: the training methods call those on a batch checked once.
 """
 from __future__ import annotations
 
@@ -19,15 +22,19 @@ DEFAULT_ALPHA = 0.4
 
 
 def sample_lambda(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = False,
-                  generator: torch.Generator | None = None, device=None, validate: bool = True) -> torch.Tensor:
+                  generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Draw ``n`` mixing ratios ``lam ~ Beta(alpha, alpha)`` (all equal with ``per_batch``).
 
     Beta samples are drawn as ``G1 / (G1 + G2)`` with ``G1, G2 ~ Gamma(alpha, 1)`` so that a
     ``torch.Generator`` controls them (``torch.distributions`` takes no generator).
     """
-    if validate:  # off in the training loop: MethodConfig checked alpha once
-        check_int(n, "n", 0)
-        check_positive(alpha, "alpha")
+    check_int(n, "n", 0)
+    check_positive(alpha, "alpha")
+    return _sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=device)
+
+
+def _sample_lambda(n: int, alpha: float, *, per_batch: bool = False, generator: torch.Generator | None = None,
+                   device=None) -> torch.Tensor:
     device = generator.device if generator is not None else (device or "cpu")
     m = 1 if per_batch else n
     conc = torch.full((2, m), float(alpha), device=device)
@@ -36,7 +43,7 @@ def sample_lambda(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = Fal
     return lam.expand(n) if per_batch else lam
 
 
-def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, validate: bool = True):
+def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor):
     """Eq. (1) on a batch: mix sample ``i`` with sample ``perm[i]`` using ``lam[i]``.
 
     Args:
@@ -46,19 +53,21 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor, *, val
         perm: (B,) indices of the partners.
 
     Returns ``(x_mix, y_mix)``; convex combinations keep images in [0, 1] and labels summing to 1.
-    ``validate=False`` skips the value checks (used in the training loop, whose data is valid by
-    construction, to avoid a GPU synchronisation per step).
     """
-    if validate:
-        check_images(x, "x")
-        check_eps(lam, "lam", x.shape[0])
-        check_soft_labels(y_soft, "y_soft", x.shape[0])
-        check_labels(perm, x.shape[0], x.shape[0], "perm")  # partner indices in [0, B)
+    check_images(x, "x")
+    check_eps(lam, "lam", x.shape[0])
+    check_soft_labels(y_soft, "y_soft", x.shape[0])
+    check_labels(perm, x.shape[0], x.shape[0], "perm")  # partner indices in [0, B)
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    if lam.dim() and lam.shape != (x.shape[0],):
+        raise ValueError(f"lam: expected a float or shape ({x.shape[0]},), got {tuple(lam.shape)}")
+    return _mixup(x, y_soft, lam, perm)
+
+
+def _mixup(x: torch.Tensor, y_soft: torch.Tensor, lam, perm: torch.Tensor):
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
     if lam.dim() == 0:
         lam = lam.expand(x.shape[0])
-    if lam.shape != (x.shape[0],):
-        raise ValueError(f"lam: expected a float or shape ({x.shape[0]},), got {tuple(lam.shape)}")
     return interpolate(x, x[perm], lam), interpolate(y_soft, y_soft[perm], lam)
 
 
@@ -70,20 +79,35 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Te
 
 
 def random_pairs(n: int, alpha: float = DEFAULT_ALPHA, *, per_batch: bool = False,
-                 generator: torch.Generator | None = None, device=None, validate: bool = True):
+                 generator: torch.Generator | None = None, device=None):
     """Algorithm 1's couples for ``n`` images: ``(lam, perm)``, ``lam ~ Beta(alpha, alpha)`` per couple
     (one for all with ``per_batch``) and image ``i`` paired with image ``perm[i]``; on ``device``."""
-    lam = sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=device, validate=validate)
+    check_int(n, "n", 0)
+    check_positive(alpha, "alpha")
+    return _random_pairs(n, alpha, per_batch=per_batch, generator=generator, device=device)
+
+
+def _random_pairs(n: int, alpha: float, *, per_batch: bool = False, generator: torch.Generator | None = None,
+                  device=None):
+    lam = _sample_lambda(n, alpha, per_batch=per_batch, generator=generator, device=device)
     perm = torch.randperm(n, generator=generator, device=lam.device)
     return lam.to(device), perm.to(device)
 
 
 def random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = DEFAULT_ALPHA, *,
-                 per_batch: bool = False, generator: torch.Generator | None = None, validate: bool = True):
+                 per_batch: bool = False, generator: torch.Generator | None = None):
     """Eq. (1) with fresh ``lam ~ Beta(alpha, alpha)`` and a random pairing; returns ``(x_mix, y_mix, lam)``."""
-    n = check_nchw(x, "x").shape[0]
-    lam, perm = random_pairs(n, alpha, per_batch=per_batch, generator=generator, device=x.device, validate=validate)
-    x_mix, y_mix = mixup(x, y_soft, lam, perm, validate=validate)
+    check_nchw(x, "x")
+    check_positive(alpha, "alpha")
+    check_images(x, "x")
+    check_soft_labels(y_soft, "y_soft", x.shape[0])
+    return _random_mixup(x, y_soft, alpha, per_batch=per_batch, generator=generator)
+
+
+def _random_mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float, *, per_batch: bool = False,
+                  generator: torch.Generator | None = None):
+    lam, perm = _random_pairs(x.shape[0], alpha, per_batch=per_batch, generator=generator, device=x.device)
+    x_mix, y_mix = _mixup(x, y_soft, lam, perm)
     return x_mix, y_mix, lam
 
 

@@ -43,7 +43,7 @@ from mtlat_edu.core.checks import check_int
 from mtlat_edu.data import (AUGMENTATIONS, FileImageData, ImageData, batches as make_batches, check_same_classes,
                             load_dataset)
 from mtlat_edu.models import build_model
-from mtlat_edu.paper.methods import ADVERSARIAL, get_method
+from mtlat_edu.paper.methods import ADVERSARIAL, trusted_method
 from mtlat_edu.robustness.measure import CLEAN, accuracy, measure_cell
 from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state,
                                             save_model)
@@ -258,7 +258,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
 
     run_model = torch.compile(model) if (cfg.compile and fast) else model
     train_model = D.wrap(run_model, device)  # DDP under torchrun; attacks run on the local replica
-    method = get_method(cfg.method)
+    method = trusted_method(cfg.method)  # cfg validated once above; the batches are valid by construction
     mcfg = cfg.method_config(num_classes)
     augment = AUGMENTATIONS[cfg.augment]
     use_amp = cfg.amp and fast
@@ -277,7 +277,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
         for x, y in bar:
             x = augment(x, step_gen).contiguous(memory_format=mem)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = method(train_model, x, y, mcfg, step_gen, validate=False)
+                loss = method(train_model, x, y, mcfg, step_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -32,16 +32,15 @@ from mtlat_edu.core import distributed as D
 from mtlat_edu.core.checks import resolve_device
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.data import ImageData, load_dataset
-from mtlat_edu.paper.methods import ADVERSARIAL, METHODS
+from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS
 from mtlat_edu.training.checkpoints import load_checkpoint
 from mtlat_edu.training.config import TrainConfig
 from mtlat_edu.training.loop import TrainResult, fit
 
-# the rows of Tables 1-3, with both readings of IAT (paper/methods.py, docs/claims.md)
-TABLE_METHODS = ("standard", "mixup", "fgsm", "target_fgsm", "ls", "tlat", "iat", "iat_targeted", "mtlat")
-# The paper's future work (section 6), implemented beyond it: not in the reproduction of Tables 1-3,
-# compared with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10.
-FUTURE_METHODS = ("mtlat_pgd", "manifold_mtlat")
+# TABLE_METHODS: the rows of Tables 1-3, with both readings of IAT (docs/claims.md); FUTURE_METHODS: the
+# paper's future work (section 6), implemented beyond it, not in the reproduction of Tables 1-3, compared
+# with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10. Both are views of
+# the methods' registry entries (registered with future=True or not).
 SURROGATE = "vgg_surrogate"
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # what a profile passes on
 
@@ -178,8 +177,7 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
     every missing run trains in turn with DistributedDataParallel over the N processes.
     """
     methods = tuple(methods or profile.methods)
-    seeds = tuple(profile.seeds if seeds is None else seeds)
-    check_seeds(seeds)
+    seeds = check_seeds(profile.seeds if seeds is None else seeds)
     jobs = _jobs(profile, runs_root, methods, surrogate, seeds, device, overrides)
     todo = [j for j in jobs if not (j[3] / "model.pt").exists()]
     workers = default_workers(device, len(todo)) if workers is None else workers
@@ -244,10 +242,25 @@ def train_profile(profile: Profile, runs_root="runs", methods=None, surrogate: b
     return train_seeds(profile, runs_root, methods, surrogate, (seed,), device, progress, workers, **overrides)[seed]
 
 
-def check_seeds(seeds) -> tuple[int, ...]:
-    """Seeds must be distinct integers >= 0."""
+class Seeds(tuple):
+    """Training seeds :func:`check_seeds` accepted (distinct integers >= 0): a tuple that carries its
+    check, so the functions it is passed on to (``train_seeds``, ``evaluate``, the notebook session)
+    do not check it again; a slice of it (``seeds[:1]``) stays checked."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Seeds(item) if isinstance(index, slice) else item
+
+
+def check_seeds(seeds) -> Seeds:
+    """Seeds must be distinct integers >= 0; checked once, where they enter (the CLI, the notebook
+    session, a public function given a plain sequence): :class:`Seeds` pass through unchanged."""
+    if isinstance(seeds, Seeds):
+        return seeds
     seeds = tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: must be distinct integers >= 0 (e.g. 0 1 2), got {list(seeds)!r}")
-    return seeds
+    return Seeds(seeds)

@@ -16,7 +16,7 @@ import torch
 
 from mtlat_edu.core.checks import check_choice, check_int, resolve_device
 from mtlat_edu.data import load_dataset
-from mtlat_edu.paper.methods import METHODS, MethodConfig, get_method
+from mtlat_edu.paper.methods import METHODS, MethodConfig, trusted_method
 from mtlat_edu.models import MODELS, build_model
 
 
@@ -46,7 +46,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
 
     def step(fn):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = fn(run_model, x, y, cfg, g, validate=False)  # inputs checked once, as in fit
+            loss = fn(run_model, x, y, cfg, g)  # inputs checked once, as in fit
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -55,7 +55,7 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fns = {m: get_method(m) for m in methods}
+    fns = {m: trusted_method(m) for m in methods}
     model.train()
     for fn in fns.values():          # warm-up (and compilation)
         for _ in range(2):
