@@ -128,6 +128,24 @@ def test_markdown_layout():
     assert t3[2] == "| clean accuracy | 70.0 | n/a | n/a | n/a | n/a |"
 
 
+def test_tables_name_the_seeds_of_rows_measured_on_fewer():
+    t = _full_table()
+    std = t * 0 + 0.01
+    md = report.markdown_tables(t, std=std, seeds={"standard": [0, 1, 2], "mtlat": [0, 1]})
+    assert "Mean ± standard deviation over 3 training seed(s) (0, 1, 2)." in md
+    assert "Rows measured on fewer seeds name theirs: mtlat (0, 1)." in md
+    assert "| mtlat (seeds 0, 1) | 71.0 ± 0.0 | 0.60 ± 0.01+ |" in md  # the +/- marks still read standard
+    # the reference row itself on fewer seeds keeps its marks
+    md = report.markdown_tables(t, std=std, seeds={"standard": [0], "mtlat": [0, 1]})
+    assert "| standard (seeds 0) | 70.0 ± 0.0 | 0.50 ± 0.01 |" in md and "| mtlat | 71.0 ± 0.0 | 0.60 ± 0.01+ |" in md
+    # one list: every row on all of them, no names changed
+    md = report.markdown_tables(t, std=std, seeds=[0, 1])
+    assert "fewer" not in md and "| mtlat | 71.0" in md
+    t3 = t.rename(index={"mtlat": "fgsm"})
+    row = report.table3_markdown(t3, std=t3 * 0 + 0.04, seeds={"standard": [0, 1, 2], "fgsm": [0, 1]}).splitlines()[2]
+    assert row == "| clean accuracy | 70.0 ± 0.0 | 71.0 ± 0.0 (seeds 0, 1) | n/a | n/a | n/a |"
+
+
 def test_heatmap_both_colourings():
     t = _full_table()
     fig = report.plot_heatmap(t)  # coloured by R - R(standard)

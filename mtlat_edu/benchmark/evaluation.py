@@ -241,7 +241,8 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         mean, std = aggregate(tables)
         meta = {**suites[seeds[0]].meta, "training_seeds": list(seeds)}
         files = dict(suites[seeds[0]].files) if single else {}
-        files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=list(seeds)))
+        row_seeds = {m: [k for k in seeds if m in tables[k].index] for m in mean.index}
+        files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=row_seeds))
         profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
         d = suites[seeds[0]].meta["data"]
         images = {"clean_images": d["clean_images"], "eval_images": d["eval_images"],
@@ -253,6 +254,6 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         if files_res:
             files.update(write_corruption_files(files_res, out_root, mean))
         md = (out_root / "tables.md").read_text(encoding="utf-8")
-        return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std), out_root, files, std=std,
+        return EvaluateResult(suites[seeds[0]], mean, md, table3_markdown(mean, std, row_seeds), out_root, files, std=std,
                               per_seed=tables, suites=suites, claims=claims,
                               logit_scale=logit_scale)

@@ -59,15 +59,40 @@ def markdown_part(scores: pd.DataFrame, columns: list[str], reference: str = REF
     return markdown_grid(header, rows, ["l"] + ["r"] * len(columns))
 
 
+def _seed_list(seeds) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def row_seeds(seeds, models) -> tuple[list[int] | None, dict[str, list[int]]]:
+    """``seeds`` (one list for every row, or ``{model: its seeds}``) as (all seeds, the rows measured
+    on fewer of them: ``{model: its seeds}``), so a table can name the seeds of every row."""
+    if seeds is None:
+        return None, {}
+    if not isinstance(seeds, dict):
+        return list(seeds), {}
+    every = sorted({k for ks in seeds.values() for k in ks})
+    return every, {m: list(seeds[m]) for m in models if m in seeds and list(seeds[m]) != every}
+
+
 def markdown_tables(scores: pd.DataFrame, reference: str = REFERENCE, meta: dict | None = None,
                     std: pd.DataFrame | None = None, seeds=None) -> str:
     """The three parts of Tables 1-2 as Markdown (only the parts with measured columns); with
-    ``std`` and ``seeds`` the cells are means ± standard deviations over the training seeds."""
+    ``std`` and ``seeds`` the cells are means ± standard deviations over the training seeds.
+    ``seeds``: one list for every row, or ``{model: its seeds}`` when some rows have fewer (those
+    rows then carry their seeds beside their name)."""
     out = ["## Robustness scores R = A_perturbed / A_clean (eq. 7)", ""]
     notes = ["Clean: accuracy in %. Other columns: R, averaged over the severities for corruptions."]
-    if seeds is not None:
-        notes.append(f"Mean ± standard deviation over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))})"
-                     + (" (one seed: no spread)." if len(seeds) < 2 else "."))
+    every, fewer = row_seeds(seeds, scores.index)
+    if every is not None:
+        notes.append(f"Mean ± standard deviation over {len(every)} training seed(s) ({_seed_list(every)})"
+                     + (" (one seed: no spread)." if len(every) < 2 else "."))
+        if fewer:
+            notes.append("Rows measured on fewer seeds name theirs: "
+                         + "; ".join(f"{m} ({_seed_list(ks)})" for m, ks in fewer.items()) + ".")
+        named = {m: f"{m} (seeds {_seed_list(ks)})" for m, ks in fewer.items()}
+        scores, reference = scores.rename(index=named), named.get(reference, reference)
+        if std is not None:
+            std = std.rename(index=named)
     if reference in scores.index:
         notes.append(f'"+" / "-": more / less robust than the `{reference}` row at two decimals.')
     else:
@@ -86,17 +111,20 @@ def markdown_tables(scores: pd.DataFrame, reference: str = REFERENCE, meta: dict
     return "\n".join(out)
 
 
-def table3_markdown(scores: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
+def table3_markdown(scores: pd.DataFrame, std: pd.DataFrame | None = None, seeds=None) -> str:
     """Table 3 (section 5.4): clean accuracy in % of standard, FGSM, target-FGSM, LS and TLAT
-    (± the standard deviation over seeds with ``std``)."""
+    (± the standard deviation over seeds with ``std``; ``seeds`` as in :func:`markdown_tables`: a
+    method measured on fewer seeds than the others names its seeds in its cell)."""
     values = table3(scores)
     spread = table3(std) if std is not None else {}
+    _, fewer = row_seeds(seeds, scores.index)
 
     def cell(m):
         if values[m] is None:
             return "n/a"
         d = spread.get(m)
-        return f"{values[m]:.1f}" + ("" if d is None or math.isnan(d) else f" ± {d:.1f}")
+        return (f"{values[m]:.1f}" + ("" if d is None or math.isnan(d) else f" ± {d:.1f}")
+                + (f" (seeds {_seed_list(fewer[m])})" if m in fewer else ""))
 
     header = [""] + [TABLE3_TITLES[m] for m in TABLE3_METHODS]
     row = ["clean accuracy"] + [cell(m) for m in TABLE3_METHODS]
@@ -169,14 +197,15 @@ def write_report(results: pd.DataFrame, out_dir, reference: str = REFERENCE, met
 def write_tables(scores: pd.DataFrame, out_dir, reference: str = REFERENCE, meta: dict | None = None,
                  std: pd.DataFrame | None = None, seeds=None, heatmap: bool = True) -> dict[str, Path]:
     """Write the score table (CSV, JSON; the spread over seeds in ``scores_std.csv``), the Markdown
-    tables, Table 3 and the heatmap into ``out_dir`` (atomically). Returns ``{what: path}``."""
+    tables, Table 3 and the heatmap into ``out_dir`` (atomically); ``seeds`` as in
+    :func:`markdown_tables`. Returns ``{what: path}``."""
     out = Path(out_dir)
     files = {
         "scores_csv": mio.write_text(out / SCORES_CSV, scores.to_csv()),
         "scores_json": mio.write_json(out / SCORES_JSON, scores_to_records(scores)),
         "tables_md": mio.write_text(out / TABLES_MD, markdown_tables(scores, reference, meta, std, seeds)),
         "table3_md": mio.write_text(out / TABLE3_MD, "## Table 3: clean accuracy (%)\n\n"
-                                    + table3_markdown(scores, std) + "\n"),
+                                    + table3_markdown(scores, std, seeds) + "\n"),
     }
     if std is not None:
         files["scores_std_csv"] = mio.write_text(out / STD_CSV, std.to_csv())
