@@ -107,6 +107,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="with --track-robustness: the white-box attacks tracked (default: pgd)")
     p.add_argument("--track-corruption", default=None, metavar="NAME",
                    help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
+    p.add_argument("--track-every", type=int, default=d.track_every, metavar="K",
+                   help="with --track-robustness: record epoch 1, every K-th epoch after it and the last (default: every epoch)")
     p.add_argument("--runs", default="runs", help="root folder of the run folders")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 

@@ -41,6 +41,11 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SMOKE_NOTEBOOK_LIMITS = {"eval_limit": 16, "attack_limit": 8}
 
 
+def has_record(history: Sequence[dict]) -> bool:
+    """Whether a run's history holds its robustness record (its first and last epochs always do)."""
+    return bool(history) and "tracked_images" in history[0] and "tracked_images" in history[-1]
+
+
 # ---------------------------------------------------------------------------------------------
 # settings of one notebook
 
@@ -236,15 +241,37 @@ class Course:
         reused, else a shipped model stands in (:meth:`shipped_entry`), else the run is trained now."""
         return self._runs(self.profile, self.runs_root, methods, surrogate, progress=progress)
 
-    def train_tracked(self, methods: Sequence[str], images: int = 500, attacks: Sequence[str] = ("pgd",),
-                      corruption: str | None = None, progress: bool = False) -> dict:
-        """The first seed's runs of ``methods`` trained with a robustness record after every epoch
-        (``TrainConfig.track_robustness``: accuracy under ``attacks`` and ``corruption`` on ``images``
-        fixed test images), kept apart in ``<runs_root>/tracked`` and reused, or shipped (group
-        ``tracked``; a history-only entry gives a result whose model is None): ``{method: TrainResult}``."""
-        return self._runs(self.profile, self.runs_root / "tracked", methods, False, "tracked", weights=False,
-                          progress=progress, seeds=self.seeds[:1], track_robustness=images, track_attacks=tuple(attacks),
-                          track_corruption=corruption)[self.seeds[0]]
+    def train_tracked(self, methods: Sequence[str] | None = None, progress: bool = False) -> dict:
+        """The first seed's runs of ``methods`` (default: the profile's ``tracked_methods``) with their
+        robustness record (``TrainConfig.track_robustness``, the profile's settings:
+        :meth:`~mtlat_edu.training.profiles.Profile.tracking_settings`): ``{method: TrainResult}``.
+
+        The profile's own runs record it while they train (tracking draws from its own generators,
+        so the weights are those of a run without it): nothing is trained twice. A run whose history
+        has no record (trained before the profile tracked it, or a shipped model) is replaced by a
+        tracked copy of the same run: shipped (group ``tracked``, a history-only entry whose model is
+        None) when shipped models stand in, else trained into ``<runs_root>/tracked`` (same seed,
+        same weights)."""
+        methods = tuple(methods or self.profile.tracked_methods)
+        if not methods:
+            raise ValueError(f"methods: profile {self.profile.name!r} tracks no run (Profile.tracked_methods); "
+                             "name the methods to track")
+        runs = self.train(methods, surrogate=False, progress=progress)
+        out = {m: runs[m] for m in methods if has_record(runs[m].history)}
+        if len(out) < len(methods):
+            copies = self._runs(self.profile, self.runs_root / "tracked", [m for m in methods if m not in out], False,
+                                "tracked", weights=False, progress=progress, seeds=self.seeds[:1],
+                                **self.profile.tracking_settings())[self.seeds[0]]
+            out.update(copies)
+        for m in methods:
+            records = sum("tracked_images" in h for h in out[m].history)
+            print(f"{m}: robustness recorded in {records} of its {len(out[m].history)} epoch(s) ({out[m].out_dir})")
+        return {m: out[m] for m in methods}
+
+    def tracked_histories(self, methods: Sequence[str] | None = None, progress: bool = False) -> dict[str, list[dict]]:
+        """``{method: the epochs of its history that hold a robustness record}`` (:meth:`train_tracked`)."""
+        return {m: [h for h in r.history if "tracked_images" in h]
+                for m, r in self.train_tracked(methods, progress).items()}
 
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
         """``{name: model}`` in eval mode, first seed (shipped or trained first if missing)."""

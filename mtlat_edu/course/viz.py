@@ -303,9 +303,11 @@ def regime_curves(regimes: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Fig
 
 
 def robustness_curves(histories: Mapping[str, Sequence[Mapping]], title: str = "") -> Figure:
-    """Notebook 05: what ``track_robustness`` recorded after every epoch (``{method: history}``), one
-    panel per measure (clean, each tracked attack, the tracked corruption) on a shared axis."""
+    """Notebook 05: what ``track_robustness`` recorded (``{method: history}``; epochs without a record,
+    with ``track_every`` > 1, are left out), one panel per measure (clean, each tracked attack, the
+    tracked corruption) on a shared axis."""
     from matplotlib.ticker import MaxNLocator
+    histories = {m: [h for h in hist if "tracked_images" in h] for m, hist in histories.items()}
     keys = [k for k in next((h[0] for h in histories.values() if h), {}) if k.startswith("tracked_")
             and k.endswith("_acc")]
     names = {"tracked_clean_acc": "clean", "tracked_corruption_acc": "corruption (severity 3)"}

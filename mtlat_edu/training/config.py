@@ -34,6 +34,11 @@ _METHOD = MethodConfig()    # the methods' defaults (the paper's, section 4.2): 
 METHOD_FIELDS = tuple(f.name for f in dataclasses.fields(MethodConfig) if f.name != "num_classes")
 
 
+# fields that do not change the trained weights: a checkpoint resumes whatever their values
+NOT_IDENTITY = ("device", "compile", "eval_batch_size", "fast_path", "data_mode", "workers",
+                "track_robustness", "track_attacks", "track_corruption", "track_every")
+
+
 def field_value(value):
     """A TrainConfig field's value as the dataclass holds it: a list (from argparse, or read back
     from ``config.json`` / a checkpoint) becomes a tuple; anything else is returned as is."""
@@ -74,6 +79,7 @@ class TrainConfig:
     track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
     track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
     track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
+    track_every: int = 1                 # record epoch 1, every k-th epoch after it, and the last
     # options of the methods beyond the paper (docs/future.md); the others ignore them
     pgd_steps: int = _METHOD.pgd_steps                  # mtlat_pgd: targeted PGD iterations k
     pgd_step_factor: float = _METHOD.pgd_step_factor    # mtlat_pgd: step size = factor * eps / k
@@ -106,6 +112,7 @@ class TrainConfig:
         check_choice(self.data_mode, "data_mode", DATA_MODES)
         check_int(self.workers, "workers", 0)
         check_int(self.track_robustness, "track_robustness", 0)
+        check_int(self.track_every, "track_every", 1)
         self.track_attacks = tuple(self.track_attacks)
         if not self.track_attacks:
             raise ValueError(f"track_attacks: name at least one of {', '.join(TRACK_ATTACKS)}")
@@ -127,6 +134,11 @@ class TrainConfig:
         self.manifold_layers = mcfg.manifold_layers
         return mcfg
 
+    def tracks(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) ends with a robustness record: with ``track_robustness``,
+        epoch 1, every ``track_every``-th epoch after it (1, 1 + k, 1 + 2k, ...) and the last."""
+        return bool(self.track_robustness) and ((epoch - 1) % self.track_every == 0 or epoch == self.epochs)
+
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
 
@@ -135,9 +147,12 @@ class TrainConfig:
         return self.fast_path == "on" or (self.fast_path == "auto" and device.type == "cuda")
 
     def identity(self) -> dict:
-        """The fields that must match for a checkpoint to be resumed."""
+        """The fields that must match for a checkpoint to be resumed: not the device and speed
+        settings, and not the robustness tracking (it draws from its own generators, so the weights
+        of a run with it are those of the run without it; tested), so a finished run is reused
+        whether or not it was tracked."""
         d = dataclasses.asdict(self)
-        for k in ("device", "compile", "eval_batch_size", "fast_path", "data_mode", "workers"):
+        for k in NOT_IDENTITY:
             d.pop(k)
         return d
 

@@ -15,7 +15,8 @@ each rank trains on its share of every global batch of ``batch_size`` images, ra
 the run folder, the checkpoint holds every rank's random streams, and the test accuracy is
 measured on shards of the test set and summed.
 
-``track_robustness=N`` measures at the end of every epoch the accuracy under the benchmark's PGD
+``track_robustness=N`` measures at the end of every epoch (or of epoch 1, every ``track_every``-th
+epoch after it and the last) the accuracy under the benchmark's PGD
 (section 4.1: eps 0.04, 10 iterations; ``track_attacks`` adds PGD_LL or CW_2) on a fixed
 class-balanced subset of N test images, chosen with the run seed (and,
 with ``track_corruption``, under one corruption at severity 3), with the benchmark's own
@@ -252,7 +253,9 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     elif write:  # a fresh start: nothing of an earlier run may be left to describe this one
         for name in ("checkpoint.pt", "model.pt"):
             (out / name).unlink(missing_ok=True)
-    if write:  # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent
+    if write and start_epoch < cfg.epochs:  # derived from the checkpoint (or empty), so a kill at any moment
+        # leaves them consistent; a finished run's files stay as written (reused with other speed or
+        # tracking settings, its config.json still says how it was trained)
         mio.write_json(out / "config.json", dataclasses.asdict(cfg))
         mio.write_json(out / "history.json", history)
 
@@ -299,11 +302,11 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
             "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_time, 3),
             "images_per_second": round(len(batches) * cfg.batch_size / train_time, 1),
         })
-        if tracked is not None:
+        if tracked is not None and cfg.tracks(epoch + 1):
             history[-1].update(track_robustness(model, tracked, cfg, device))
         if progress:
             tracked_msg = "".join(f", {a} acc {history[-1][f'tracked_{a}_acc']:.4f}" for a in cfg.track_attacks) \
-                if tracked is not None else ""
+                if "tracked_images" in history[-1] else ""
             tqdm.write(f"[{cfg.method}] epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['train_loss']:.4f}, "
                        f"test acc {test_acc:.4f}{tracked_msg}, {history[-1]['images_per_second']:.0f} img/s")
         if out:

@@ -64,32 +64,57 @@ class Profile:
     methods: tuple[str, ...] = TABLE_METHODS
     seeds: tuple[int, ...] = (0,)       # one run folder per method and seed; tables show mean +- std
     short_profile: str | None = None     # the profile notebook 05 contrasts this regime with
+    # Robustness recorded after every epoch (TrainConfig.track_robustness) by the first seed's runs of
+    # these methods: notebook 05's curves come from the profile's own runs, never from a second training
+    # (tracking leaves the weights unchanged and costs only its evaluations).
+    tracked_methods: tuple[str, ...] = ()
+    tracked_images: int = 500
+    tracked_attacks: tuple[str, ...] = ("pgd", "pgd_ll")
+    tracked_corruption: str | None = "gaussian_noise"
+    tracked_every: int = 1               # epoch 1, every k-th after it and the last (a record costs ~2 epochs of small_cnn)
     description: str = ""
 
+    def tracking_settings(self) -> dict:
+        """The profile's robustness record as ``TrainConfig`` fields (``track_robustness``, ...)."""
+        return {"track_robustness": self.tracked_images, "track_attacks": tuple(self.tracked_attacks),
+                "track_corruption": self.tracked_corruption, "track_every": self.tracked_every}
+
+    def tracking(self, method: str, seed: int) -> dict:
+        """The tracking settings of the run of ``method`` with ``seed``: :meth:`tracking_settings` for
+        the profile's ``tracked_methods`` at its first seed, else none."""
+        if method not in self.tracked_methods or seed != self.seeds[0]:
+            return {}
+        return self.tracking_settings()
+
     def train_config(self, method: str, **overrides) -> TrainConfig:
-        """The :class:`TrainConfig` of ``method`` under this profile."""
+        """The :class:`TrainConfig` of ``method`` under this profile (with its :meth:`tracking`)."""
         METHODS.check(method)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in TRAIN_FIELDS}
-        cfg = TrainConfig(method=method, **shared)
+        cfg = TrainConfig(method=method, **shared, **self.tracking(method, overrides.get("seed", self.seeds[0])))
         return dataclasses.replace(cfg, **overrides)
 
     def surrogate_config(self, **overrides) -> TrainConfig:
         """The VGG surrogate of the black-box attacks: trained with ``standard`` on the same data."""
+        untracked = {"track_robustness": 0, "track_corruption": None}  # notebook 05 tracks the methods only
         return self.train_config("standard", model=self.surrogate_model,
-                                 epochs=self.surrogate_epochs or self.epochs, **overrides)
+                                 epochs=self.surrogate_epochs or self.epochs, **{**untracked, **overrides})
 
 
+# the runs notebook 05 shows robustness during training for: standard, the adversarial training whose
+# one-step attack can be overfitted, and M-TLAT
+TRACKED = ("standard", "fgsm", "mtlat")
 PROFILES = Registry("profile")  # name -> Profile, described by its description
 for _profile in (
     Profile(
         "smoke", dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, train_limit=768,
-        test_limit=200, eval_limit=64, attack_limit=32,
+        test_limit=200, eval_limit=64, attack_limit=32, tracked_methods=TRACKED, tracked_images=16,
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     # The paper's regime on a laptop CPU, chosen by experiment (docs/regime.md): no augmentation,
     # trained until the standard model's test accuracy has plateaued.
     Profile(
         "cpu", dataset="cifar10", model="small_cnn", epochs=30, batch_size=128, train_limit=5000,
         test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small", short_profile="cpu_short",
+        tracked_methods=TRACKED, tracked_every=3,
         description="CIFAR-10, 5k training images, a small CNN, the paper's regime (no augmentation, "
                     "trained to a plateau): a 2-core CPU in under an hour"),
     # The former default: under-trained (6 epochs); notebook 05 contrasts it with ``cpu``.
@@ -107,9 +132,10 @@ for _profile in (
                     "mtlat, seeds 0-2: claim (a) at a larger capacity"),
     Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",
-        surrogate_epochs=10, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
+        surrogate_epochs=10, tracked_methods=TRACKED, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
     Profile(
         "paper", dataset="imagenet100", model="resnet50", epochs=90, batch_size=256, image_size=224,
+        tracked_methods=TRACKED,
         description="ImageNet-100 at 224 px, ResNet-50, the paper's full recipe (section 4.2)"),
 ):
     PROFILES.add(_profile.name, _profile, description=_profile.description)
@@ -133,15 +159,24 @@ def load_profile_data(profile: Profile, split: str, limit: int | None = None, se
 
 
 def _jobs(profile: Profile, runs_root, methods, surrogate: bool, seeds, device: str, overrides: dict):
-    """``[(name, seed, TrainConfig, run folder)]``, the most expensive first (adversarial methods)."""
+    """``[(name, seed, TrainConfig, run folder)]``, the most expensive first (:func:`job_cost`)."""
     jobs = []
     for seed in seeds:
         jobs += [(m, seed, profile.train_config(m, device=device, seed=seed, **overrides)) for m in methods]
         if surrogate:
             jobs.append((SURROGATE, seed, profile.surrogate_config(device=device, seed=seed, **overrides)))
     jobs = [(n, s, cfg, run_dir(profile, runs_root, n, s)) for n, s, cfg in jobs]
-    cost = {n: (2 if n in ADVERSARIAL else 1) for n in METHODS}
-    return sorted(jobs, key=lambda j: -cost.get(j[0], 0.5) * j[2].epochs)
+    return sorted(jobs, key=lambda j: -job_cost(j[2]))
+
+
+def job_cost(cfg: TrainConfig) -> float:
+    """A run's rough cost in image passes, to start the longest runs first: an adversarial step
+    costs about two clean ones, and a tracked epoch adds ten attack iterations per tracked attack
+    on its tracked images."""
+    images = cfg.train_limit or 50_000
+    records = sum(cfg.tracks(e) for e in range(1, cfg.epochs + 1))
+    return cfg.epochs * images * (2 if cfg.method in ADVERSARIAL else 1) \
+        + records * 10 * cfg.track_robustness * len(cfg.track_attacks)
 
 
 def _train_job(cfg: TrainConfig, out: str, threads: int) -> str:
@@ -179,26 +214,52 @@ def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: boo
     methods = tuple(methods or profile.methods)
     seeds = check_seeds(profile.seeds if seeds is None else seeds)
     jobs = _jobs(profile, runs_root, methods, surrogate, seeds, device, overrides)
+    _train_missing(jobs, device, progress, workers)
+    results: dict[int, dict[str, TrainResult]] = {s: {} for s in seeds}
+    for name, seed, cfg, out in sorted(jobs, key=lambda j: (seeds.index(j[1]), _order(j[0], methods))):
+        model, info = load_checkpoint(out, device=resolve_device(device))
+        results[seed][name] = TrainResult(model, info["history"], out, cfg, info["test_acc"])
+    return results
+
+
+def _train_missing(jobs, device: str, progress: bool, workers: int | None) -> list:
+    """Train the jobs without a finished ``model.pt`` (interrupted ones resume): in ``workers``
+    processes on a CPU (default :func:`default_workers`), in turn otherwise; returns those trained."""
     todo = [j for j in jobs if not (j[3] / "model.pt").exists()]
     workers = default_workers(device, len(todo)) if workers is None else workers
     if D.launched():  # one DDP job per run, every rank on the list rank 0 found
         D.init(D.local_device(resolve_device(device)))
         for name, seed, cfg, out in D.broadcast_object(todo):
             fit(cfg, out, progress=progress)
-        todo = []
-    if todo:
-        if workers <= 1 or len(todo) == 1:
-            data: dict = {}  # the data of one seed at a time: each job trains on its own seed's subset
-            for name, seed, cfg, out in sorted(todo, key=lambda j: seeds.index(j[1])):
-                fit(cfg, out, *job_data(cfg, data), progress=progress)
-        else:
-            job_data(todo[0][2], {})  # decode (and cache) the split once, before any worker starts
-            _train_parallel(todo, workers, progress)
-    results: dict[int, dict[str, TrainResult]] = {s: {} for s in seeds}
-    for name, seed, cfg, out in sorted(jobs, key=lambda j: (seeds.index(j[1]), _order(j[0], methods))):
-        model, info = load_checkpoint(out, device=resolve_device(device))
-        results[seed][name] = TrainResult(model, info["history"], out, cfg, info["test_acc"])
-    return results
+    elif workers <= 1 or len(todo) == 1:
+        data: dict = {}  # the data of one seed at a time: each job trains on its own seed's subset
+        for name, seed, cfg, out in sorted(todo, key=lambda j: j[1]):
+            fit(cfg, out, *job_data(cfg, data), progress=progress)
+    elif todo:
+        for cfg in {(c.dataset, c.data_root, c.image_size): c for _, _, c, _ in todo}.values():
+            job_data(cfg, {})  # decode (and cache) each split once, before any worker starts
+        _train_parallel(todo, workers, progress)
+    return todo
+
+
+def course_jobs(profile: Profile, runs_root="runs", seeds=None, device: str = "auto", **overrides) -> list:
+    """Every run the course notebooks use with ``profile``: its methods and the VGG surrogate for
+    every seed, and the first seed's ``standard`` and ``mixup`` of its short profile (notebook 05's two
+    regimes), as ``[(name, seed, TrainConfig, run folder)]``, the most expensive first."""
+    seeds = check_seeds(profile.seeds if seeds is None else seeds)
+    jobs = _jobs(profile, runs_root, profile.methods, True, seeds, device, overrides)
+    if profile.short_profile and profile.short_profile != profile.name:
+        short = get_profile(profile.short_profile, data_root=profile.data_root)
+        jobs += _jobs(short, runs_root, ("standard", "mixup"), False, seeds[:1], device, overrides)
+    return sorted(jobs, key=lambda j: -job_cost(j[2]))
+
+
+def train_course(profile: Profile, runs_root="runs", seeds=None, device: str = "auto", progress: bool = True,
+                 workers: int | None = None, **overrides) -> list:
+    """Train every missing run of :func:`course_jobs` at once, so that all cores work from the first
+    minute (``mtlat-edu reproduce`` does this before the first notebook; the notebooks then reuse
+    the runs). Returns the jobs that were trained."""
+    return _train_missing(course_jobs(profile, runs_root, seeds, device, **overrides), device, progress, workers)
 
 
 def job_data(cfg: TrainConfig, memo: dict) -> tuple:
