@@ -40,8 +40,9 @@ def main(path):
             diffs = ("the rest: " if many else "") + "; ".join(
                 f"{x['comparison'].replace(' - ', '-')} {x['column']} {fmt(x['d'], 2 if x['column'] == CLEAN_COLUMN else 3)} "
                 f"[{fmt(x['ci_low'], 2 if x['column'] == CLEAN_COLUMN else 3)}, {fmt(x['ci_high'], 2 if x['column'] == CLEAN_COLUMN else 3)}] "
-                f"({x['verdict']})" for _, x in rows.iterrows())
-            label = f"({c['id']}){' ' + name if name else ''}"
+                f"({x['verdict']}{'' if x['n'] >= len(report['seeds']) else ', ' + str(int(x['n'])) + ' seeds'})"
+                for _, x in rows.iterrows())
+            label = f"({c['id']}){', IAT reading `' + name + '`:' if name else ''}"
             print(f"| {label} {c['claim']} | **{r.get('verdict', c['verdict'])}** | {cnt} | {diffs} |")
 
 
