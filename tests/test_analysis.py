@@ -115,6 +115,22 @@ def test_accuracy_table_averages_the_severities_in_percent():
     assert list(corr.columns) == ["fog", "snow"] and corr.loc["a", "fog"] == pytest.approx(70.0)
 
 
+def test_accuracy_table_never_averages_clean_accuracies_of_different_image_sets():
+    # a suite with attacks measures clean accuracy on the evaluation images (1000) and on the attacked
+    # ones (500): the clean column is the one of the images the other columns were measured on
+    rows = [("a", "clean", "clean", 0, 0.60, 1000), ("a", "clean", "clean", 0, 0.70, 500),
+            ("a", "white_box", "pgd", 0, 0.10, 500), ("a", "white_box", "cw_l2", 0, 0.20, 500)]
+    results = pd.DataFrame(rows, columns=["model", "kind", "perturbation", "severity", "accuracy", "n_images"])
+    table = analysis.accuracy_table(results)
+    assert list(table.columns) == ["clean", "pgd", "cw_l2"] and table.loc["a", "clean"] == pytest.approx(70.0)
+    # columns measured on different image sets: one clean column per set, named by its count
+    mixed = pd.concat([results, pd.DataFrame([("a", "imagenet_c", "fog", 1, 0.40, 1000)], columns=results.columns)])
+    table = analysis.accuracy_table(mixed)
+    assert list(table.columns) == ["clean (1000 images)", "clean (500 images)", "pgd", "cw_l2", "fog"]
+    assert table.loc["a", "clean (1000 images)"] == pytest.approx(60.0)
+    assert table.loc["a", "clean (500 images)"] == pytest.approx(70.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the FGSM sweep of notebook 03
 

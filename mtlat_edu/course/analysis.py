@@ -100,8 +100,21 @@ def accuracy_by_severity(results, model: str) -> dict[str, dict[int, float]]:
 
 
 def accuracy_table(results, kind_prefix: str | None = None):
-    """Accuracy in % as a models x perturbations table (severities averaged) from the long results."""
+    """Accuracy in % as a models x perturbations table (severities averaged) from the long results
+    (notebooks 06, 07). A suite measures clean accuracy on each image set it uses (the evaluation
+    images, the attacked ones, the whole test set); the ``clean`` column is never an average of
+    them: it is the clean accuracy on the images the other columns were measured on when they share
+    one count, else one column per count (``clean (500 images)``)."""
     df = results if kind_prefix is None else results[results["kind"].str.startswith(kind_prefix)]
+    is_clean = df["perturbation"] == "clean"
+    counts = sorted(df.loc[is_clean, "n_images"].unique()) if "n_images" in df else []
+    if len(counts) > 1:
+        others = df.loc[~is_clean, "n_images"].unique()
+        if len(others) == 1 and others[0] in counts:
+            df = df[~is_clean | (df["n_images"] == others[0])]
+        else:
+            df = df.assign(perturbation=df["perturbation"].where(
+                ~is_clean, df["n_images"].map(lambda n: f"clean ({n} images)")))
     table = df.groupby(["model", "perturbation"], sort=False)["accuracy"].mean().unstack() * 100
     return table.reindex(index=list(dict.fromkeys(df["model"])), columns=list(dict.fromkeys(df["perturbation"])))
 
