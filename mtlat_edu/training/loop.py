@@ -253,9 +253,10 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     elif write:  # a fresh start: nothing of an earlier run may be left to describe this one
         for name in ("checkpoint.pt", "model.pt"):
             (out / name).unlink(missing_ok=True)
-    if write and start_epoch < cfg.epochs:  # derived from the checkpoint (or empty), so a kill at any moment
-        # leaves them consistent; a finished run's files stay as written (reused with other speed or
-        # tracking settings, its config.json still says how it was trained)
+    if write and (start_epoch < cfg.epochs or not (out / "model.pt").exists()):
+        # derived from the checkpoint (or empty), so a kill at any moment leaves them consistent (a kill
+        # between the last checkpoint and model.pt is finished here); a finished run's files stay as
+        # written (reused with other speed or tracking settings, its config.json says how it was trained)
         mio.write_json(out / "config.json", dataclasses.asdict(cfg))
         mio.write_json(out / "history.json", history)
 
