@@ -10,12 +10,16 @@ a time, NumPy's global RNG as in Hendrycks & Dietterich's scripts).  Every round
 and ours back to back for each corruption (the order alternates between rounds), and the table
 reports the median over the rounds, so that a machine whose load drifts slows both sides alike.
 
-Columns: ``reference s`` and ``ours s`` are seconds for the ``N`` images (the reference's glass
-blur, a Python loop over every pixel, runs on the first ``--glass-images`` images and is scaled
-to ``N``: it is per image, so its time is linear in the count), ``ratio`` = reference / ours.
-Totals are summed over the 15 ImageNet-C corruptions with and without glass blur (whose
-reference loop dominates every total it is in).  The four extra corruptions of the paper have
-no reference code; they are timed for torch only.
+Columns: ``reference s`` and ``ours ... s`` are seconds for the ``N`` images (the reference's
+glass blur, a Python loop over every pixel, runs on the first ``--glass-images`` images and is
+scaled to ``N``: it is per image, so its time is linear in the count), ``ratio`` = reference /
+ours.  Ours is timed twice: ``ours 8-bit`` on the very 8-bit images the reference is handed
+(uint8, NCHW: the side-by-side comparison; pixelate and JPEG take them as they are, the others
+convert them to floats first) and ``ours float`` on their float32 conversion ``j / 255`` (the
+float [0, 1] contract, which adds a range-checked 8-bit conversion to pixelate and JPEG); both
+give the same images.  Totals are summed over the 15 ImageNet-C corruptions with and without
+glass blur (whose reference loop dominates every total it is in).  The four extra corruptions of
+the paper have no reference code; they are timed for torch only.
 
 Images: CIFAR-10 test JPEGs from ``shared/data/cifar10-jpeg`` beside the repository at 32 px
 (scikit-image photo crops when absent), scikit-image photo crops at 224 px.
@@ -110,50 +114,53 @@ def bench_size(size: int, n: int, n_glass: int, severity: int, rounds: int, devi
     source = "CIFAR-10 test images"
     if imgs is None or len(imgs) < n:
         imgs, source = photo_images(n, size), "scikit-image photo crops"
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255).contiguous().to(device)
+    x8 = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(device)  # the reference's 8-bit images, NCHW
+    x = x8.float().div(255)
     side = texture_size(table, size)
     pictures = [
         np.round(frost_texture(i, side).permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(NUM_TEXTURES)
     ]
     print(
         f"\n== {size} px ({table} table, severity {severity}), {n} {source}; ours on {device} in batches of "
-        f"{batch}; reference one image at a time (glass blur: {n_glass} images, scaled to {n}); "
+        f"{batch}, given the 8-bit images (uint8 NCHW) and their float32 conversion; reference one image at a time (glass blur: {n_glass} images, scaled to {n}); "
         f"median of {rounds} interleaved rounds; {load_line()} ==",
         flush=True,
     )
     for name in ALL:  # warm-up: caches (frost textures, filter matrices), lazy imports
         corrupt(x[:2], name, severity, torch.Generator().manual_seed(0))
+        corrupt(x8[:2], name, severity, torch.Generator().manual_seed(0))
         if name in IMAGENET_C:
             time_reference(imgs[:1], name, severity, table, pictures)
-    times = {name: ([], []) for name in ALL}
+    kinds = ("ref", "ours 8-bit", "ours float")
+    times = {name: {kind: [] for kind in kinds} for name in ALL}
     for r in range(rounds):
         for name in ALL:
             ref_imgs = imgs[:n_glass] if name == "glass_blur" else imgs
-            runs = [
-                ("ours", lambda: time_ours(x, name, severity, device, batch)),
-                ("ref", lambda: time_reference(ref_imgs, name, severity, table, pictures) * n / len(ref_imgs)),
-            ]
-            if r % 2:
-                runs.reverse()
-            for kind, run in runs:
+            runs = {
+                "ref": lambda: time_reference(ref_imgs, name, severity, table, pictures) * n / len(ref_imgs),
+                "ours 8-bit": lambda: time_ours(x8, name, severity, device, batch),
+                "ours float": lambda: time_ours(x, name, severity, device, batch),
+            }
+            for kind in kinds[::-1] if r % 2 else kinds:
                 if kind == "ref" and name not in IMAGENET_C:
                     continue
-                times[name][kind == "ours"].append(run())
-    med = {name: (statistics.median(ref) if ref else None, statistics.median(ours)) for name, (ref, ours) in times.items()}
-    print(f"{'corruption':18s} {'reference s':>12s} {'ours s':>9s} {'ratio':>8s}")
-    for name in ALL:
-        ref, ours = med[name]
-        if ref is None:
-            print(f"{name:18s} {'-':>12s} {ours:9.4f} {'-':>8s}")
-        else:
-            print(f"{name:18s} {ref:12.4f} {ours:9.4f} {ref / ours:7.1f}x")
+                times[name][kind].append(runs[kind]())
+    med = {name: {k: statistics.median(v) if v else None for k, v in t.items()} for name, t in times.items()}
+
+    def ratio(ref, ours):
+        return f"{'-':>8s}" if ref is None else f"{ref / ours:7.1f}x"
+
+    print(f"{'corruption':18s} {'reference s':>12s} {'ours 8-bit s':>13s} {'ratio':>8s} {'ours float s':>13s} {'ratio':>8s}")
+    rows = [(name, med[name]) for name in ALL]
     for label, names in (
         ("total, 15 IN-C", IMAGENET_C),
         ("total, no glass", [k for k in IMAGENET_C if k != "glass_blur"]),
     ):
-        ref = sum(med[k][0] for k in names)
-        ours = sum(med[k][1] for k in names)
-        print(f"{label:18s} {ref:12.4f} {ours:9.4f} {ref / ours:7.1f}x")
+        rows.append((label, {k: sum(med[name][k] for name in names) for k in kinds}))
+    for label, m in rows:
+        ref, o8, of = m["ref"], m["ours 8-bit"], m["ours float"]
+        ref_s = f"{'-':>12s}" if ref is None else f"{ref:12.4f}"
+        print(f"{label:18s} {ref_s} {o8:13.4f} {ratio(ref, o8)} {of:13.4f} {ratio(ref, of)}")
     print(f"({load_line()} after {size} px)", flush=True)
     return med
 
@@ -217,6 +224,7 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
         "one elementwise op into an existing tensor": lambda: torch.mul(x, 2, out=buf),
         "8-bit conversion with the range check, NCHW": lambda: _ops.to_uint8(x, check=True),
         "8-bit conversion with the range check, NHWC": lambda: _ops.to_uint8_hwc(x, check=True),
+        "8-bit images copied from NCHW to NHWC order": lambda: _ops.uint8_hwc(x8),
         "libjpeg encode + decode of the batch (torchvision)": lambda: decode_jpeg(encode_jpeg(list(x8.unbind(0)), quality=quality)),
         "libjpeg encode of NHWC-backed images (torchvision)": lambda: encode_jpeg(hwc_views, quality=quality),
         "libjpeg decode of the batch (torchvision)": lambda: decode_jpeg(encoded),
@@ -228,6 +236,10 @@ def bench_bounds(size: int, n: int, rounds: int) -> None:
     }
     rows = [(label, _median_time(fn, rounds)) for label, fn in ingredients.items()]
     rows += [(f"whole corruption: {name}", whole(name)) for name in ("impulse_noise", "shot_noise", "jpeg_compression", "pixelate")]
+    rows += [
+        (f"whole corruption, 8-bit input: {name}", _median_time(lambda: corrupt(x8, name, 3, torch.Generator().manual_seed(0)), rounds))
+        for name in ("jpeg_compression", "pixelate")
+    ]
     print(f"\n== what bounds the slowest corruptions, {size} px, {n} images, one thread, median of {rounds} ==")
     for label, sec in rows:
         print(f"{label:58s} {sec:9.4f} s")

@@ -4,6 +4,7 @@
 * damage (mean absolute distance to the clean image) grows with the severity, except at the
   listed steps where the reference definition itself is not monotone;
 * determinism for a seeded ``torch.Generator``; clear ValueErrors on bad input;
+* uint8 input (levels 0..255): the same output as its float conversion, bit for bit;
 * agreement with ``benchmarks/imagenet_c_reference.py`` (a per-image NumPy/SciPy port of
   Hendrycks & Dietterich's ``make_imagenet_c.py`` / ``make_cifar_c.py``) on real CIFAR-10 test
   images (skipped when /work/shared/data/cifar10-jpeg is absent) and on a 224 px photo, with the
@@ -15,6 +16,7 @@ Run with ``-s`` to see the agreement figures (also tabulated in docs/corruptions
 from __future__ import annotations
 
 import functools
+import io
 import math
 import sys
 from pathlib import Path
@@ -185,11 +187,17 @@ def test_bad_inputs_raise_clear_errors():
         corrupt(torch.full((1, 3, 32, 32), float("nan")), "fog", 1)
     with pytest.raises(ValueError, match="x: expected a 4-d NCHW"):
         corrupt(x[0], "fog", 1)
-    with pytest.raises(ValueError, match="x: expected a floating-point"):
-        corrupt((x * 255).to(torch.uint8), "fog", 1)
+    for bad in (torch.int64, torch.int16, torch.int8, torch.bool):  # 8-bit images are uint8, nothing else
+        with pytest.raises(ValueError, match=r"x: expected dtype uint8 \(levels 0\.\.255\) or a floating-point dtype "
+                                             r"\(values in \[0, 1\]\), got torch\." + str(bad).split(".")[1]):
+            corrupt((x * 255).to(bad), "fog", 1)
     with pytest.raises(ValueError, match="x: expected 3"):
         corrupt(torch.rand(1, 1, 32, 32), "fog", 1)
-    with pytest.raises(ValueError, match="x: expected a float NCHW"):
+    with pytest.raises(ValueError, match="x: expected 3"):
+        corrupt(torch.zeros(1, 1, 32, 32, dtype=torch.uint8), "jpeg_compression", 1)
+    with pytest.raises(ValueError, match="x: height and width must be at least 16 px"):
+        corrupt(torch.zeros(1, 3, 15, 32, dtype=torch.uint8), "pixelate", 1)
+    with pytest.raises(ValueError, match=r"x: expected an NCHW torch.Tensor, uint8 \(levels 0\.\.255\) or floating"):
         corrupt(np.zeros((1, 3, 32, 32)), "fog", 1)
     with pytest.raises(ValueError, match="table: expected 'imagenet', 'cifar' or None"):
         corrupt(x, "fog", 1, table="tiny")
@@ -227,6 +235,45 @@ def test_range_checked_in_the_8bit_conversion_refuses_every_bad_value(dtype):
     for name in ALL:  # and every other corruption, through its wrapper
         with pytest.raises(ValueError, match=r"x: values must lie in \[0, 1\]"):
             corrupt(torch.full((1, 3, 32, 32), float("nan"), dtype=dtype), name, 3)
+
+# ----------------------------------------------------------------------------- 8-bit input
+def test_8bit_input_gives_the_output_of_its_float_conversion():
+    """uint8 images (levels 0..255) are taken as they are: every corruption returns float32, the
+    very output (bit for bit, same draws) of the float32 images ``j / 255``, whatever the layout
+    of the uint8 tensor (an NHWC array seen as NCHW), and leaves the input untouched."""
+    for n, h, w in ((1, 32, 32), (3, 33, 40), (4, 80, 80), (2, 224, 224)):  # 3 or 4k planes; both tables
+        x8 = torch.randint(0, 256, (n, 3, h, w), generator=gen(n), dtype=torch.uint8)
+        x8[0, 0, 0, :2] = torch.tensor([0, 255], dtype=torch.uint8)
+        kept = x8.clone()
+        xf = x8.float().div_(255)  # the package's datasets' conversion (data.ImageData.float_images)
+        nhwc = x8.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # strided NCHW view
+        for name in ALL:
+            y8, yf = corrupt(x8, name, 3, gen(5)), corrupt(xf, name, 3, gen(5))
+            assert y8.dtype == torch.float32 and y8.shape == x8.shape and torch.equal(y8, yf), (name, n, h)
+            assert torch.equal(corrupt(nhwc, name, 3, gen(5)), yf), (name, n, h)
+            assert torch.equal(x8, kept), name
+    for name in ALL:  # an empty batch: float32 of the same shape
+        y = corrupt(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), name, 1)
+        assert y.dtype == torch.float32 and y.shape == (0, 3, 32, 32)
+
+
+def test_8bit_pixelate_and_jpeg_are_pil_image_by_image():
+    """What the reference does with each 8-bit image, by hand: PIL's two BOX resizes (pixelate) and
+    a JPEG save at the table's quality then open (JPEG), the result divided by 255."""
+    for n, size in ((3, 32), (1, 224)):
+        x8 = torch.randint(0, 256, (n, 3, size, size), generator=gen(30 + n), dtype=torch.uint8)
+        px, q = (0.85, 58) if size == 32 else (0.4, 15)  # severity 3 of the cifar / imagenet table
+        small = int(size * px)
+        y_pix, y_jpeg = corrupt(x8, "pixelate", 3), corrupt(x8, "jpeg_compression", 3)
+        for i in range(n):
+            img = Image.fromarray(x8[i].permute(1, 2, 0).numpy())
+            pix = np.array(img.resize((small, small), Image.BOX).resize((size, size), Image.BOX))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=q)
+            jpeg = np.array(Image.open(buf))
+            for y, ref in ((y_pix, pix), (y_jpeg, jpeg)):
+                assert torch.equal(y[i], torch.from_numpy(ref).permute(2, 0, 1).float() / 255), (size, i)
+
 
 # ------------------------------------------------------------------ tables, continuous severity
 def test_table_choice_and_override():

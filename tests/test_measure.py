@@ -166,3 +166,33 @@ def test_benchmark_cell_validates_its_input():
         M.measure_cell(model, grey(ATTACKED_LEVELS), "clean")
     with pytest.raises(ValueError, match="valid names"):
         M.attack_accuracy("fgsm", model, grey(ATTACKED_LEVELS), ATTACKED_LABELS)
+
+
+class Recorder(nn.Module):
+    """Records every batch it is shown (and calls everything class 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.batches.append(x.clone())
+        return torch.zeros(x.shape[0], 2)
+
+
+def test_benchmark_cell_corrupts_the_8bit_images_as_their_float_conversion():
+    """A corruption cell hands the dataset's uint8 batches to the corruption as they are: the model
+    sees, bit for bit, the corruption of the float batches (``float_images``) with the cell's
+    per-batch generator, for the 8-bit corruptions (pixelate, JPEG) and the float ones alike."""
+    from mtlat_edu.robustness import corruptions as C
+
+    images = torch.randint(0, 256, (5, 3, 32, 32), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    data = ImageData(images, torch.tensor([0, 1, 0, 1, 1]), ["a", "b"])
+    for name in ("pixelate", "jpeg_compression", "gaussian_noise", "fog"):
+        model = Recorder()
+        assert M.measure_cell(model, data, name, 3, seed=7, batch_size=2) == 2  # the two class-0 images
+        assert len(model.batches) == 3
+        for b, seen in enumerate(model.batches):
+            g = torch.Generator().manual_seed(M._seed_of(7, name, 3, b))
+            expected = C.corrupt(data.float_images(slice(2 * b, 2 * b + 2)), name, 3, generator=g)
+            assert seen.dtype == torch.float32 and torch.equal(seen, expected), (name, b)

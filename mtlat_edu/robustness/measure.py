@@ -218,14 +218,18 @@ def measure_models(models: Sequence[torch.nn.Module], data: ImageData, perturbat
     correct = torch.zeros(len(models), dtype=torch.int64, device=device)
     n = len(data)
     for b in D.shard(math.ceil(n / batch_size)):
-        x = data.float_images(slice(b * batch_size, (b + 1) * batch_size), device)
-        y = data.labels[b * batch_size:(b + 1) * batch_size].to(device)
+        idx = slice(b * batch_size, (b + 1) * batch_size)
+        y = data.labels[idx].to(device)
         batch_seed = _seed_of(seed, perturbation, severity, b)
-        if perturbation in C.CORRUPTIONS:
-            x = C.corrupt(x, perturbation, severity, generator=torch.Generator().manual_seed(batch_seed))
-        elif black_box:
-            x = A.run_attack(perturbation, surrogate, x, y, surrogate=surrogate,
-                             generator=torch.Generator().manual_seed(batch_seed))
+        if perturbation in C.CORRUPTIONS:  # the 8-bit images straight in: the output of their float
+            # conversion bit for bit, without that conversion for pixelate and JPEG (8-bit corruptions)
+            x = C.corrupt(data.images[idx].to(device, non_blocking=True), perturbation, severity,
+                          generator=torch.Generator().manual_seed(batch_seed))
+        else:
+            x = data.float_images(idx, device)
+            if black_box:
+                x = A.run_attack(perturbation, surrogate, x, y, surrogate=surrogate,
+                                 generator=torch.Generator().manual_seed(batch_seed))
         for i, model in enumerate(models):
             correct[i] += count_correct(model, x, y)
     D.all_reduce_sum(correct)

@@ -3,8 +3,12 @@
 Fifteen ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019; reference code
 github.com/hendrycks/robustness, ``ImageNet-C/create_c/make_imagenet_c.py`` for 224 px images and
 ``make_cifar_c.py`` for 32 px images) plus the paper's four: occlusion, color distortion,
-translation and rotation.  Every corruption takes a float NCHW batch in [0, 1] on any device and
-returns one of the same shape, dtype and device, in [0, 1]:
+translation and rotation.  Every corruption takes an NCHW RGB batch on any device, float in
+[0, 1] or 8-bit (uint8, levels 0..255, as the package's datasets hold decoded images), and
+returns floats in [0, 1] of the same shape and device: the input's dtype for float images,
+float32 for 8-bit ones (the same values as for the float32 images ``j / 255``).  Pixelate and
+JPEG, which the reference computes on the 8-bit image, take 8-bit input as it is (no range check
+and no conversion to 8 bits: the faster input for them); the others convert it first:
 
 >>> from mtlat_edu.robustness.corruptions import corrupt, ALL
 >>> y = corrupt(x, "fog", severity=3, generator=torch.Generator().manual_seed(0))
@@ -42,8 +46,12 @@ def corrupt(
     generator: torch.Generator | None = None,
     table: str | None = None,
 ) -> torch.Tensor:
-    """Apply corruption ``name`` (one of :data:`ALL`) at ``severity`` in [1, 5] to the float NCHW
-    batch ``x`` in [0, 1].  See the module docstring and docs/corruptions.md."""
+    """Apply corruption ``name`` (one of :data:`ALL`) at ``severity`` in [1, 5] to the NCHW RGB batch
+    ``x``: float in [0, 1] or uint8 (levels 0..255).  Returns floats in [0, 1], of ``x``'s dtype
+    for float input and float32 for uint8 input (a uint8 batch and its float32 conversion
+    ``x.float() / 255`` give the same output).  Raises ``ValueError`` naming the argument for any
+    other dtype, values outside [0, 1] (NaN, infinities) in float images, a bad shape, severity,
+    table or generator.  See the module docstring and docs/corruptions.md."""
     return CORRUPTIONS.lookup(name)(x, severity, generator=generator, table=table)
 
 

@@ -1,9 +1,10 @@
 """Batched tensor building blocks shared by the corruption modules.
 
-Everything here works on float NCHW tensors on any device.  The helpers reproduce the exact
-boundary rules of the libraries that the reference ImageNet-C code calls (SciPy / scikit-image
-``mode='nearest'`` and ``'reflect'``, OpenCV ``BORDER_REFLECT_101``, ImageMagick's edge pixels), so
-that the batched corruptions agree with the per-image reference definitions.
+Everything here works on float NCHW tensors on any device (the 8-bit conversions also take or
+give uint8 ones).  The helpers reproduce the exact boundary rules of the libraries that the
+reference ImageNet-C code calls (SciPy / scikit-image ``mode='nearest'`` and ``'reflect'``,
+OpenCV ``BORDER_REFLECT_101``, ImageMagick's edge pixels), so that the batched corruptions agree
+with the per-image reference definitions.
 """
 from __future__ import annotations
 
@@ -361,10 +362,13 @@ def map_chunks(fn, x: torch.Tensor, *others: torch.Tensor, budget: int | None = 
     return out
 
 
-def fill_chunks(fn, x: torch.Tensor, *others: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+def fill_chunks(
+    fn, x: torch.Tensor, *others: torch.Tensor, budget: int | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Like :func:`map_chunks`, for an ``fn(out, chunk, *others)`` that writes its result into
-    ``out`` (a slice of the one output tensor): no intermediate result, no extra copy."""
-    out = torch.empty_like(x)
+    ``out`` (a slice of the one output tensor, of ``dtype``, default ``x``'s): no intermediate
+    result, no extra copy."""
+    out = torch.empty_like(x) if dtype is None else torch.empty(x.shape, dtype=dtype, device=x.device)
     step = chunk_size(x, CACHE_BYTES if budget is None else budget)
     for a in range(0, x.shape[0], step):
         fn(out[a : a + step], x[a : a + step], *(t[a : a + step] for t in others))
@@ -658,6 +662,20 @@ def to_uint8_hwc(x: torch.Tensor, check: bool = False) -> torch.Tensor:
         np.rint(d, out=d)
         for k in range(c):  # (a plain strided cast: 1.03x / 1.17x faster than rint into the strided output)
             out[a : a + step, :, :, k] = d[:, k]
+    return torch.from_numpy(out)
+
+
+def uint8_hwc(x8: torch.Tensor) -> torch.Tensor:
+    """An 8-bit NCHW batch copied in NHWC order (a contiguous uint8 (N, H, W, C) tensor, the
+    layout image codecs read).  On the CPU by NumPy, one strided copy per channel (1.2 ms for 16
+    images of 224 px on one thread where torch's permuted copy took 6.0 ms, in one run)."""
+    if x8.device.type != "cpu":
+        return x8.permute(0, 2, 3, 1).contiguous()
+    n, c, h, w = x8.shape
+    out = np.empty((n, h, w, c), np.uint8)
+    src = x8.numpy()
+    for k in range(c):
+        out[:, :, :, k] = src[:, k]
     return torch.from_numpy(out)
 
 

@@ -3,7 +3,9 @@
 Paper section 4.1 ("Common Corruptions"); steps and constants from Hendrycks & Dietterich's
 reference (github.com/hendrycks/robustness, ``ImageNet-C/create_c/make_imagenet_c.py`` and
 ``make_cifar_c.py``), ported to batched torch.  Pixelate and JPEG work on the 8-bit image as the
-reference (PIL) does.
+reference (PIL) does: they take uint8 images as they are (no range check, no conversion to 8
+bits; the same output as for the same images as floats ``j / 255``, tested) and float ones
+through a range-checked 8-bit conversion.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from . import _ops
-from ._common import corruption
+from ._common import corruption, output_dtype
 
 
 @corruption("contrast", "Contr")
@@ -125,7 +127,13 @@ def pillow_box_resize(x255: torch.Tensor, out_h: int, out_w: int) -> torch.Tenso
     return y
 
 
-CODEC_CHUNK_BYTES = 1 << 24  # float input bytes per batched Pillow / libjpeg call (16 MiB: fewer fixed costs per call)
+CODEC_CHUNK_BYTES = 1 << 24  # images per batched Pillow / libjpeg call: 16 MiB of float32 input (fewer fixed costs per call)
+
+
+def codec_budget(x: torch.Tensor) -> int:
+    """The chunk budget in bytes of ``x`` for :data:`CODEC_CHUNK_BYTES`'s number of images, whatever
+    the dtype (a uint8 batch has 4x more images per byte than float32)."""
+    return CODEC_CHUNK_BYTES * x.element_size() // 4
 
 
 @functools.lru_cache(maxsize=64)
@@ -232,58 +240,76 @@ def box_upsample_into(out: torch.Tensor, small: np.ndarray) -> torch.Tensor:
 
 
 def _pixelate_cpu(out: torch.Tensor, x: torch.Tensor, small_h: int, small_w: int) -> None:
-    """Pixelate the contiguous CPU float chunk ``x`` into ``out``: the 8-bit conversion, which
-    checks the [0, 1] range in the same pass, straight into Pillow's band layout; Pillow's
-    downscale (:func:`_box_down_rgbx`); the upscale straight into ``out``."""
+    """Pixelate the contiguous CPU chunk ``x`` into the float ``out``: 8-bit images as they are
+    (handed to Pillow without a copy when their plane count is a multiple of 4), float ones by
+    the 8-bit conversion, which checks the [0, 1] range in the same pass, straight into Pillow's
+    band layout; Pillow's downscale (:func:`_box_down_rgbx`); the upscale straight into ``out``."""
     n, c, h, w = x.shape
-    planes = _padded_planes(n * c, h, w)
-    _ops.to_uint8(x, check=True, out=torch.from_numpy(planes[: n * c]).view(n, c, h, w))
+    if x.dtype == torch.uint8 and (n * c) % 4 == 0:
+        planes = x.numpy().reshape(n * c, h, w)
+    else:
+        planes = _padded_planes(n * c, h, w)
+        if x.dtype == torch.uint8:
+            planes[: n * c] = x.numpy().reshape(n * c, h, w)
+        else:
+            _ops.to_uint8(x, check=True, out=torch.from_numpy(planes[: n * c]).view(n, c, h, w))
     box_upsample_into(out, _small_planes(_box_down_rgbx(planes, small_h, small_w), n * c))
 
 
-@corruption("pixelate", "Pixelate", in_range=True, checks_values=True)
+@corruption("pixelate", "Pixelate", in_range=True, checks_values=True, eight_bit=True)
 def pixelate(x, params, generator, table):
     """Reference ``pixelate``: PIL BOX resize of the 8-bit image to ``int(size * c)`` and back.
-    On the CPU per chunk of images (:func:`_pixelate_cpu`): the 8-bit conversion (which checks
-    the [0, 1] range in the same pass), Pillow's downscale of the whole chunk
-    (:func:`_box_down_rgbx`) and the upscale straight into the float output
-    (:func:`box_upsample_into`).  Elsewhere with Pillow's exact coefficients and fixed-point
-    rounding in torch (:func:`pillow_box_resize`)."""
+    On the CPU per chunk of images (:func:`_pixelate_cpu`): the 8-bit images as they are, or the
+    float ones' 8-bit conversion (which checks the [0, 1] range in the same pass), Pillow's
+    downscale of the whole chunk (:func:`_box_down_rgbx`) and the upscale straight into the
+    float output (:func:`box_upsample_into`).  Elsewhere with Pillow's exact coefficients and
+    fixed-point rounding in torch (:func:`pillow_box_resize`).  ``x``: uint8 or float images;
+    the output is float (:func:`output_dtype`)."""
     (c,) = params
     h, w = x.shape[-2:]
     small_h, small_w = int(h * c), int(w * c)
+    dtype = output_dtype(x)
     if x.device.type == "cpu":
         return _ops.fill_chunks(
-            lambda out, chunk: _pixelate_cpu(out, chunk, small_h, small_w), x.contiguous(), budget=CODEC_CHUNK_BYTES
+            lambda out, chunk: _pixelate_cpu(out, chunk, small_h, small_w),
+            x.contiguous(),
+            budget=codec_budget(x),
+            dtype=dtype,
         )
-    _ops.check_range(x)
-    small = pillow_box_resize(_ops.to_uint8_levels(x), small_h, small_w)
-    return (pillow_box_resize(small, h, w) / 255.0).to(x.dtype)
+    if x.dtype == torch.uint8:
+        levels = x.float()
+    else:
+        _ops.check_range(x)
+        levels = _ops.to_uint8_levels(x)
+    small = pillow_box_resize(levels, small_h, small_w)
+    return (pillow_box_resize(small, h, w) / 255.0).to(dtype)
 
 
-@corruption("jpeg_compression", "Jpeg", in_range=True, checks_values=True)
+@corruption("jpeg_compression", "Jpeg", in_range=True, checks_values=True, eight_bit=True)
 def jpeg_compression(x, params, generator, table):
     """Reference ``jpeg_compression``: save the 8-bit image as JPEG with quality ``c`` (libjpeg,
     4:2:0 chroma subsampling, as PIL does by default) and decode it, through torchvision's
     ``encode_jpeg`` / ``decode_jpeg`` on the CPU (libjpeg there too, whatever ``x.device``).
 
-    Per chunk of images: the 8-bit conversion (which checks the [0, 1] range in the same pass),
-    written straight in the HWC layout libjpeg reads (:func:`_ops.to_uint8_hwc`; handed to
-    ``encode_jpeg`` as CHW views, which it then need not transpose), one batched encode and
+    Per chunk of images: the 8-bit images copied in the HWC layout libjpeg reads
+    (:func:`_ops.uint8_hwc`), or the float ones' 8-bit conversion (which checks the [0, 1] range
+    in the same pass) written straight in that layout (:func:`_ops.to_uint8_hwc`); handed to
+    ``encode_jpeg`` as CHW views, which it then need not transpose; one batched encode and
     decode, and each decoded image (HWC storage under a CHW view) divided by 255 straight into
-    the float output.  Measured on one CPU thread, the batched libjpeg call is about 3.5x faster
-    than PIL image by image at 32 px and about even at 224 px (docs/corruptions.md).
-    torchvision 0.29 deprecates its codecs in favour of TorchCodec (it warns once); PIL image by
-    image (identical output, slower at 32 px) is the replacement to use once they are gone."""
+    the float output (:func:`output_dtype`).  Measured on one CPU thread, the batched libjpeg
+    call is about 3.5x faster than PIL image by image at 32 px and about even at 224 px
+    (docs/corruptions.md).  torchvision 0.29 deprecates its codecs in favour of TorchCodec (it
+    warns once); PIL image by image (identical output, slower at 32 px) is the replacement to use
+    once they are gone."""
     (q,) = params
     quality = int(round(q))
 
     def one(out, chunk):  # per cache-sized chunk of images
-        hwc = _ops.to_uint8_hwc(chunk, check=True)
+        hwc = _ops.uint8_hwc(chunk) if chunk.dtype == torch.uint8 else _ops.to_uint8_hwc(chunk, check=True)
         decoded = decode_jpeg(encode_jpeg([t.permute(2, 0, 1) for t in hwc.unbind(0)], quality=quality), device="cpu")
         o = out.numpy()
         for i, image in enumerate(decoded):
             np.divide(image.numpy(), o.dtype.type(255.0), out=o[i])
 
-    return _ops.fill_chunks(one, x.to("cpu").contiguous(), budget=CODEC_CHUNK_BYTES).to(x.device)
-
+    cpu = x.to("cpu").contiguous()
+    return _ops.fill_chunks(one, cpu, budget=codec_budget(cpu), dtype=output_dtype(x)).to(x.device)
