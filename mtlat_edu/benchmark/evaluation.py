@@ -185,7 +185,7 @@ def evaluate(models=(), *, profile: str | None = None, runs=DEFAULT_RUNS, surrog
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
         for m in methods:
-            if m != "vgg_surrogate":
+            if m != SURROGATE:
                 METHODS.check(m, "methods")
     if corruption_files is not None:
         detect_layout(corruption_files)  # absent or foreign files fail before any model is loaded
