@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make reproduce   runs the course notebooks headless with papermill (PROFILE=cpu by default;
 #                    SEEDS="0 1 2" trains every method with three seeds and judges the claims;
-#                    NPROC=8 first trains the profile's runs with torchrun/DDP on 8 GPUs of this node)
+#                    NPROC=8 first trains the profile's runs with torchrun/DDP on 8 GPUs of this node;
+#                    RUNS=dir: the root of the run folders, <RUNS>/<profile>/<method>/seed<k>; default runs)
 #   make test        runs the test suite
 # Both create .venv and install the package with its extras when missing.
 
@@ -10,6 +11,7 @@ VENV    ?= .venv
 PROFILE ?= cpu
 DEVICE  ?= auto
 OUT     ?= output/$(PROFILE)
+RUNS    ?= runs
 DATA_ROOT ?=
 SEEDS   ?=
 NPROC   ?=
@@ -28,8 +30,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 reproduce: $(STAMP)
-	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m mtlat_edu train-profile --profile $(PROFILE) --device $(DEVICE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS)))
-	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m mtlat_edu train-profile --profile $(PROFILE) --device $(DEVICE) --runs $(RUNS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS)))
+	$(BIN)/mtlat-edu reproduce --profile $(PROFILE) --device $(DEVICE) --runs $(RUNS) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -45,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.corruptions --size 32
 
 clean-runs:
-	rm -rf runs output
+	rm -rf $(RUNS) output

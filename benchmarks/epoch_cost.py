@@ -39,7 +39,7 @@ def part_times(profile, methods, rounds: int) -> dict[str, dict[str, float]]:
     from mtlat_edu.models import build_model
     from mtlat_edu.paper import methods as M
     from mtlat_edu.training.config import lr_factor
-    from mtlat_edu.training.loop import evaluate, track_robustness
+    from mtlat_edu.training.loop import epoch_accuracy, track_robustness
     from mtlat_edu.training.profiles import job_data
 
     device = torch.device("cpu")
@@ -96,7 +96,7 @@ def part_times(profile, methods, rounds: int) -> dict[str, dict[str, float]]:
                 acc["optimizer + scheduler"] += t6 - t5
             acc["= batch loop (history's train_seconds)"] = time.perf_counter() - t_epoch
             t7 = time.perf_counter()
-            evaluate(model, test, cfg.eval_batch_size, device)
+            epoch_accuracy(model, test, cfg.eval_batch_size, device)
             acc["end-of-epoch clean evaluation"] = time.perf_counter() - t7
             if tracked is not None and m in profile.tracked_methods:
                 t8 = time.perf_counter()

@@ -39,12 +39,14 @@ from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training import fit
 from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig, field_value
 from mtlat_edu.training.profiles import PROFILES, check_seeds, get_profile, train_seeds
+from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder, train_group
 from mtlat_edu.training.step_cost import step_table, time_steps
 
 
-def default_run_dir(root, cfg) -> Path:
-    """``<root>/<dataset>-<model>/<method>`` (one folder per trained model)."""
-    return Path(root) / f"{cfg.dataset}-{cfg.model}" / cfg.method
+def add_runs_arg(p: argparse.ArgumentParser, help: str) -> None:
+    """``--runs`` (default :data:`~mtlat_edu.training.runs.DEFAULT_RUNS`), the root of the run folders,
+    the same option in every command that reads or writes runs."""
+    p.add_argument("--runs", default=DEFAULT_RUNS, help=help)
 
 
 # The TrainConfig fields that ``train`` does not set from an option of the same name (every other
@@ -109,7 +111,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
     p.add_argument("--track-every", type=int, default=d.track_every, metavar="K",
                    help="with --track-robustness: record epoch 1, every K-th epoch after it and the last (default: every epoch)")
-    p.add_argument("--runs", default="runs", help="root folder of the run folders")
+    add_runs_arg(p, "root of the run folders: <runs>/<dataset>-<model>/<method> (with --seeds: ...<method>/seed<k>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
 
@@ -127,8 +129,8 @@ def cmd_train(args) -> int:
     cfgs = train_configs(args)
     rows = []
     for cfg in cfgs:
-        out = default_run_dir(args.runs, cfg)
-        out = out / f"seed{cfg.seed}" if args.seeds is not None else out
+        out = run_folder(args.runs, train_group(cfg.dataset, cfg.model), cfg.method,
+                         cfg.seed if args.seeds is not None else None)
         res = fit(cfg, out, resume=not args.no_resume)
         rows.append((cfg.method, cfg.seed, res.test_acc, out))
     if not D.is_main():
@@ -141,7 +143,7 @@ def cmd_train(args) -> int:
 
 def add_train_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, choices=list(PROFILES), help="the named settings (training/profiles.py)")
-    p.add_argument("--runs", default="runs", help="root of the run folders: <runs>/<profile>/<method>/seed<k>")
+    add_runs_arg(p, "root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K", help="default: the profile's")
     p.add_argument("--no-surrogate", action="store_true", help="skip the VGG surrogate of the black-box attacks")
@@ -203,7 +205,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="trained models: run folders (with model.pt) or model.pt files; one table row each")
     p.add_argument("--profile", default=None,
                    help="evaluate every trained method of <runs>/<profile>/ and use its vgg_surrogate")
-    p.add_argument("--runs", default="runs", help="root folder of the profile run folders (with --profile)")
+    add_runs_arg(p, "root of the profile's run folders (with --profile): <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="with --profile: the trained methods to benchmark (default: the profile's, Tables 1-3; "
                         "e.g. standard mtlat mtlat_pgd manifold_mtlat)")
@@ -286,7 +288,8 @@ def add_reproduce_args(p) -> None:
     p.add_argument("--notebooks", nargs="+", default=None, metavar="NN",
                    help="only these notebooks, by number or name prefix (e.g. 02 03); default: all, in order")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
-    p.add_argument("--runs-root", default="runs", help="root of the run folders (<runs-root>/<profile>/<method>/seed<k>)")
+    add_runs_arg(p, "root of the run folders: <runs>/<profile>/<method>/seed<k>")
+    p.add_argument("--runs-root", dest="runs", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its former name
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
                    help="training seeds (default: the profile's); with several, the tables show mean ± std and the "
                         "claims are judged against that spread")
@@ -305,12 +308,12 @@ def cmd_reproduce(args) -> int:
     """The body of ``mtlat-edu reproduce``: 0 when every notebook ran, 1 at the first failure."""
     seeds = None if args.seeds is None else list(check_seeds(args.seeds))
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
-                           runs_root=args.runs_root, data_root=args.data_root, threads=args.threads,
+                           runs_root=args.runs, data_root=args.data_root, threads=args.threads,
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
                            extra_parameters={"seeds": seeds}, progress=not args.no_progress,
                            reproduce=not args.use_shipped)
     if report.ok and not args.use_shipped:
-        print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs_root, (seeds or [0])[0])))
+        print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs, (seeds or [0])[0])))
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():
         print("\nThe paper's claims, judged against the spread over training seeds (notebook 08):")
@@ -322,11 +325,11 @@ def cmd_reproduce(args) -> int:
 def add_ship_args(p) -> None:
     """The arguments of ``mtlat-edu ship`` (:func:`mtlat_edu.course.shipped.ship`)."""
     p.add_argument("--profile", default="cpu", choices=list(PROFILES), help="the profile whose runs are shipped")
-    p.add_argument("--runs", default="runs", help="root of the run folders (<runs>/<profile>/<method>/seed<k>)")
+    add_runs_arg(p, "root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--seed", type=int, default=0, help="the training seed shipped (default 0)")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: the profile's")
     p.add_argument("--no-surrogate", action="store_true", help="do not ship the VGG surrogate")
-    p.add_argument("--group", default="runs", choices=list(shipped.GROUPS),
+    p.add_argument("--group", default=shipped.RUNS_GROUP, choices=list(shipped.GROUPS),
                    help="runs: <runs>/<profile>/...; tracked: <runs>/tracked/<profile>/... (notebook 05's runs with "
                         "a robustness record)")
     p.add_argument("--history-only", action="store_true", help="ship the histories only, no weights")

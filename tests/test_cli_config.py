@@ -71,3 +71,23 @@ def test_a_profile_passes_every_shared_field_to_its_runs():
             cfg.train_limit, cfg.test_limit, cfg.augment, cfg.seed) == \
         ("mixup", "synthetic", "small_cnn", 3, 10, "/d", 16, 50, 20, "flipcrop", 2)
     assert get_profile("cpu").surrogate_config().model == "vgg_small"
+
+
+def test_one_runs_option_and_one_run_folder_layout(tmp_path):
+    """Every command that reads or writes runs takes ``--runs`` with one default; ``reproduce`` still
+    accepts its former ``--runs-root``; every run folder comes from ``training.runs.run_folder``."""
+    from mtlat_edu.training.profiles import run_dir
+    from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder, train_group
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for command in ("train", "train-profile", "evaluate", "reproduce", "ship"):
+        options = {o: a for a in sub.choices[command]._actions for o in a.option_strings}
+        assert options["--runs"].dest == "runs" and options["--runs"].default == DEFAULT_RUNS, command
+    assert parser.parse_args(["reproduce", "--runs-root", "old"]).runs == "old"
+    assert parser.parse_args(["reproduce", "--runs", "new"]).runs == "new"
+    assert parser.parse_args(["reproduce"]).runs == DEFAULT_RUNS
+    assert "--runs-root" not in sub.choices["reproduce"].format_help()
+    assert run_folder(tmp_path, train_group("synthetic", "small_cnn"), "mtlat") == tmp_path / "synthetic-small_cnn" / "mtlat"
+    assert run_folder(tmp_path, "smoke", "mtlat", 2) == tmp_path / "smoke" / "mtlat" / "seed2"
+    smoke = get_profile("smoke")
+    assert run_dir(smoke, tmp_path, "mtlat") == run_folder(tmp_path, "smoke", "mtlat", smoke.seeds[0])

@@ -42,7 +42,7 @@ from mtlat_edu.paper.labels import one_hot, smooth_labels, tlat_labels
 from mtlat_edu.paper.methods import METHODS, MethodConfig
 from mtlat_edu.paper.mixup import mixup, sample_lambda
 from mtlat_edu.models import NormalizedModel, build_model
-from mtlat_edu.training import TrainConfig, evaluate, fit, load_checkpoint, read_history
+from mtlat_edu.training import TrainConfig, epoch_accuracy, fit, load_checkpoint, read_history
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,8 +109,8 @@ API_CASES = {
     "load_dataset image_size 0": (lambda: load_dataset("synthetic", "train", image_size=0), "image_size: must be"),
     "load_dataset limit 0": (lambda: load_dataset("synthetic", "train", limit=0), "limit: must be an integer >= 1"),
     "build_model num_classes 1": (lambda: build_model("small_cnn", 1), "num_classes: must be an integer >= 2"),
-    "evaluate batch_size 0": (lambda: evaluate(M, load_dataset("synthetic", "test", limit=10), 0),
-                              "batch_size: must be an integer >= 1"),
+    "epoch_accuracy batch_size 0": (lambda: epoch_accuracy(M, load_dataset("synthetic", "test", limit=10), 0),
+                                    "batch_size: must be an integer >= 1"),
     # images: shape, layout, dtype, values
     "1-channel batch into a 3-channel model": (lambda: M(X[:, :1]), r"x: expected NCHW with 3 channels in dim 1, "
                                                r"got shape \(4, 1, 8, 8\)"),
@@ -468,7 +468,7 @@ def hooked(path, write):
         die()
     return out
 mio._atomic = hooked
-evaluate = train.evaluate
+epoch_accuracy = train.epoch_accuracy
 def hooked_eval(*a, **k):                           # called at the end of each epoch's training
     calls["eval"] = calls.get("eval", 0) + 1
     if point == "evaluate" and calls["eval"] == n:
@@ -477,8 +477,8 @@ def hooked_eval(*a, **k):                           # called at the end of each 
         open(os.path.join(folder, "..", "ready"), "w").close()
         while not os.path.exists(os.path.join(folder, "..", "go")):
             time.sleep(0.02)
-    return evaluate(*a, **k)
-train.evaluate = hooked_eval
+    return epoch_accuracy(*a, **k)
+train.epoch_accuracy = hooked_eval
 if point == "lock-and-die":
     with mio.folder_lock(folder):
         die()

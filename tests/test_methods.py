@@ -200,3 +200,21 @@ def test_target_rule_flows_through_config_and_cli():
     assert TrainConfig(target="random_unmixed").validate().method_config(10).target == "random_unmixed"
     parser = cli.build_parser()
     assert parser.parse_args(["train", "--target", "random_unmixed"]).target == "random_unmixed"
+
+
+def test_the_couples_are_named_tuples():
+    """``mtlat_couples`` and ``manifold_couples`` unpack as before (notebooks 04 and 10) and name their fields."""
+    from mtlat_edu.models import build_model
+    from mtlat_edu.paper.methods import ManifoldCouples, MtlatCouples, manifold_couples
+    torch.manual_seed(0)
+    model = build_model("small_cnn")
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    cfg = MethodConfig(num_classes=10)
+    c = mtlat_couples(model, x, y, cfg, torch.Generator().manual_seed(1))
+    assert isinstance(c, MtlatCouples) and c._fields == ("x_mix1", "y_mix1", "x_mtlat", "y_mtlat", "extras")
+    x_mix1, y_mix1, x_mtlat, y_mtlat, extras = c
+    assert c.x_mtlat is x_mtlat and c.extras is extras and c[4] is extras
+    m = manifold_couples(model.train(), x, y, cfg, torch.Generator().manual_seed(1))
+    assert isinstance(m, ManifoldCouples) and len(m) == 7
+    x_a, x_b, lam, y_mix1, y_adv, layer, ex = m
+    assert m.layer == layer and m.y_mtlat is y_adv and m.lam is lam

@@ -21,7 +21,7 @@ JOBS = [  # (candidate, train_limit, epochs, method)
 def job(args):
     cand, n, ep, method = args
     torch.set_num_threads(1)
-    from mtlat_edu.training import TrainConfig, fit, evaluate
+    from mtlat_edu.training import TrainConfig, epoch_accuracy, fit
     from mtlat_edu.data import load_dataset
     tr = load_dataset("cifar10", "train", None, None, n, 0)
     te = load_dataset("cifar10", "test", None, None, 2000, 0)
@@ -30,7 +30,7 @@ def job(args):
                       batch_size=128, device="cpu", seed=0)
     t = time.time()
     r = fit(cfg, SWEEP / cand / method, tr, te, progress=False)
-    acc = evaluate(r.model, full, 1000, "cpu")
+    acc = epoch_accuracy(r.model, full, 1000, "cpu")
     out = {"candidate": cand, "train_limit": n, "epochs": ep, "method": method, "test_acc_10k": acc,
            "curve_2k": [h["test_acc"] for h in r.history], "train_loss": [h["train_loss"] for h in r.history],
            "seconds": round(time.time() - t, 1)}

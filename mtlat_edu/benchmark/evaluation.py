@@ -36,6 +36,7 @@ from mtlat_edu.core.checks import check_int, resolve_device
 from mtlat_edu.data import load_dataset
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training.profiles import SURROGATE, check_seeds, get_profile, load_profile_data, run_dir
+from mtlat_edu.training.runs import DEFAULT_RUNS, train_group
 
 CLAIMS_JSON = "claims.json"
 LOGIT_SCALE_JSON = "logit_scale.json"
@@ -100,7 +101,7 @@ def _unique_name(name: str, path: Path, taken: set[str]) -> str:
     return alt
 
 
-def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=None, device="cpu",
+def collect_models(paths=(), profile: str | None = None, runs=DEFAULT_RUNS, surrogate=None, device="cpu",
                    data_root: str | None = None, seed: int | None = None, methods=None):
     """Load the models to benchmark. Returns ``(refs, surrogate_ref, profile_obj, missing_methods)``.
 
@@ -159,7 +160,7 @@ def collect_models(paths=(), profile: str | None = None, runs="runs", surrogate=
     return refs, sur, prof, missing
 
 
-def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=None, parts=None,
+def evaluate(models=(), *, profile: str | None = None, runs=DEFAULT_RUNS, surrogate=None, parts=None,
              eval_limit="profile", attack_limit="profile", severities=P.SEVERITIES, device="auto",
              batch_size: int = 256, seed: int = 0, data_root: str | None = None, out=None,
              reference: str = REFERENCE, fresh: bool = False, progress: bool = True,
@@ -184,7 +185,7 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
         if profile is None:
             raise ValueError("methods: selects a profile's trained methods; give --profile NAME with --methods")
         for m in methods:
-            if m != "vgg_surrogate":
+            if m != SURROGATE:
                 METHODS.check(m, "methods")
     if corruption_files is not None:
         detect_layout(corruption_files)  # absent or foreign files fail before any model is loaded
@@ -215,7 +216,7 @@ def evaluate(models=(), *, profile: str | None = None, runs="runs", surrogate=No
                     first["dataset"], "test", data_root or first["data_root"], first["image_size"])
             if out_root is None:
                 out_root = Path(out) if out is not None else Path(DEFAULT_RESULTS) / (
-                    prof.name if prof else f"{first.get('dataset', data.name)}-{first.get('model', 'models')}")
+                    prof.name if prof else train_group(first.get("dataset", data.name), first.get("model", "models")))
                 if D.is_main():
                     held.enter_context(mio.folder_lock(out_root, "out"))
             for r in [r for r in refs[1:] + ([sur] if sur else []) if r.info and first]:  # loaded ones: one dataset

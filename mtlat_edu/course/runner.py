@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.course.session import NOTEBOOK_DIR
 from mtlat_edu.training.profiles import PROFILES, get_profile, train_course
+from mtlat_edu.training.runs import DEFAULT_RUNS
 
 NOTEBOOKS: tuple[str, ...] = (
     "01_introduction.ipynb",
@@ -160,7 +161,7 @@ def describe_failure(exc, executed=None) -> str:
 
 
 def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | None = None, device: str = "auto",
-                  runs_root="runs", data_root=None, kernel_name: str = KERNEL_NAME,
+                  runs_root=DEFAULT_RUNS, data_root=None, kernel_name: str = KERNEL_NAME,
                   notebook_folder=None, cell_timeout: int | None = None, log: Callable[[str], None] = print,
                   extra_parameters: dict | None = None, threads: int | None = None,
                   progress: bool = False, reproduce: bool = True) -> ReproduceReport:

@@ -28,13 +28,14 @@ import torch
 from mtlat_edu.benchmark import evaluate, run_suite
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.course import shipped as ship
+from mtlat_edu.data import REPO_ROOT
 from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, get_profile, load_profile_data, run_dir,
                        train_seeds)
 from mtlat_edu.training.checkpoints import read_history
 from mtlat_edu.training.loop import TrainResult, fit
+from mtlat_edu.training.runs import DEFAULT_RUNS, TRACKED
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"  # the course's notebooks in a source checkout
 
 # The smoke profile's benchmark in the notebooks uses fewer images than ``mtlat-edu evaluate`` does,
 # so that the automatic test of all notebooks stays within a few minutes of CPU.
@@ -186,7 +187,7 @@ class Course:
         return not self.reproduce and len(self.seeds) == 1
 
     def shipped_entry(self, name: str, seed: int | None = None, profile: Profile | None = None,
-                      group: str = "runs", weights: bool = True) -> dict | None:
+                      group: str = ship.RUNS_GROUP, weights: bool = True) -> dict | None:
         """The shipped entry that stands in for the run ``name`` (None when the run folder has a
         finished model, when nothing is shipped for it, or when shipped models are not used)."""
         prof = profile or self.profile
@@ -195,7 +196,7 @@ class Course:
             return None
         return ship.find_shipped(prof.name, ship.entry_name(name, group), seed, self.shipped_root, weights)
 
-    def _shipped_result(self, name: str, profile: Profile | None = None, group: str = "runs") -> TrainResult:
+    def _shipped_result(self, name: str, profile: Profile | None = None, group: str = ship.RUNS_GROUP) -> TrainResult:
         """The shipped run ``name`` (verified and loaded once; the model is None for a history-only
         entry), announced with what it is: ``name: shipped model (seed 0, trained with ...)``."""
         prof = profile or self.profile
@@ -211,7 +212,7 @@ class Course:
             self._cache[key] = TrainResult(model, entry["history"], where, ship.train_config(entry), entry["test_acc"])
         return self._cache[key]
 
-    def _runs(self, profile: Profile, runs_root: Path, methods, surrogate: bool, group: str = "runs",
+    def _runs(self, profile: Profile, runs_root: Path, methods, surrogate: bool, group: str = ship.RUNS_GROUP,
               weights: bool = True, progress: bool = False, seeds=None, **overrides) -> dict[int, dict]:
         """``{seed: {name: TrainResult}}``: shipped runs where they stand in, the others trained
         (or reused) by :func:`~mtlat_edu.training.profiles.train_seeds`."""
@@ -259,8 +260,8 @@ class Course:
         runs = self.train(methods, surrogate=False, progress=progress)
         out = {m: runs[m] for m in methods if has_record(runs[m].history)}
         if len(out) < len(methods):
-            copies = self._runs(self.profile, self.runs_root / "tracked", [m for m in methods if m not in out], False,
-                                "tracked", weights=False, progress=progress, seeds=self.seeds[:1],
+            copies = self._runs(self.profile, self.runs_root / TRACKED, [m for m in methods if m not in out], False,
+                                TRACKED, weights=False, progress=progress, seeds=self.seeds[:1],
                                 **self.profile.tracking_settings())[self.seeds[0]]
             out.update(copies)
         for m in methods:
@@ -278,6 +279,8 @@ class Course:
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
 
     def run_dir(self, method: str, seed: int | None = None) -> Path:
+        """The run folder of ``method`` (``seed``: the course's first), ``<runs_root>/<profile>/<method>/seed<k>``
+        (:func:`~mtlat_edu.training.profiles.run_dir`; notebook 05 looks inside it)."""
         return run_dir(self.profile, self.runs_root, method, self.seeds[0] if seed is None else seed)
 
     def history(self, name: str, seed: int | None = None, profile: Profile | None = None) -> list[dict]:
@@ -397,7 +400,7 @@ class Course:
                 "torch": torch.__version__}
 
 
-def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root="../runs", output_dir=None,
+def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=f"../{DEFAULT_RUNS}", output_dir=None,
           notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None, reproduce: bool = False,
           shipped_root=None) -> Course:
     """The derived settings of a notebook (its second cell).
@@ -406,7 +409,8 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
         profile: a name of :data:`~mtlat_edu.training.profiles.PROFILES` (smoke / cpu / cifar10 / paper).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         data_root: dataset folder (None: the profile's default; CIFAR-10 is found offline).
-        runs_root: root of the run folders (``<runs_root>/<profile>/<method>/``).
+        runs_root: root of the run folders (``<runs_root>/<profile>/<method>/seed<k>/``,
+            :mod:`mtlat_edu.training.runs`).
         output_dir: results folder (None: ``../output/<profile>``).
         notebook: sub-folder of ``output_dir`` for this notebook's files.
         seed: the notebook's own randomness (example images, ...).

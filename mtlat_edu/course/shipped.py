@@ -31,13 +31,16 @@ from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training.checkpoints import load_checkpoint
 from mtlat_edu.training.config import TrainConfig, field_value
 from mtlat_edu.training.profiles import SURROGATE, Profile, get_profile, run_dir
+from mtlat_edu.training.runs import TRACKED
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 MANIFEST = "manifest.json"
 FORMAT = "mtlat-edu shipped models 1"
 SUFFIX = ".safetensors"
-# where a group's run folders live under the runs root given to ship()
-GROUPS = {"runs": "", "tracked": "tracked"}
+# The shipped groups and where their run folders live under the runs root given to ship() (the layout
+# of training/runs.py): RUNS_GROUP, the profile's own runs; TRACKED, notebook 05's tracked copies.
+RUNS_GROUP = "runs"
+GROUPS = {RUNS_GROUP: "", TRACKED: TRACKED}
 ENTRY_KEYS = ("file", "sha256", "size", "method", "group", "seed", "config", "classes", "test_acc", "test_images",
               "history")
 REMEDY = "re-export it with `mtlat-edu ship` (or restore the file from git)"
@@ -50,10 +53,10 @@ class ShippedModelError(mio.CorruptFileError):
 # ---------------------------------------------------------------------------------------------
 # names and the manifest
 
-def entry_name(method: str, group: str = "runs") -> str:
+def entry_name(method: str, group: str = RUNS_GROUP) -> str:
     """The manifest name of a run: the method for group ``runs``, ``<group>-<method>`` otherwise."""
     checks.check_choice(group, "group", tuple(GROUPS))
-    return method if group == "runs" else f"{group}-{method}"
+    return method if group == RUNS_GROUP else f"{group}-{method}"
 
 
 def profile_folder(profile: str, root=None) -> Path:
@@ -223,7 +226,7 @@ def export_entry(run_folder, name: str, group: str, history_only: bool = False) 
 
 
 def ship(profile: str | Profile, runs, seed: int = 0, methods: Sequence[str] | None = None, surrogate: bool = True,
-         group: str = "runs", history_only: bool = False, root=None, log=print) -> dict:
+         group: str = RUNS_GROUP, history_only: bool = False, root=None, log=print) -> dict:
     """Export the finished runs of ``profile``, training ``seed``, from ``runs`` into
     ``<root>/<profile>/``: one ``<name>.safetensors`` each (none with ``history_only``) and their
     entries in ``manifest.json`` (merged with the entries already there; written last, atomically).
@@ -237,7 +240,7 @@ def ship(profile: str | Profile, runs, seed: int = 0, methods: Sequence[str] | N
     checks.check_int(seed, "seed", 0)
     for m in methods or ():
         METHODS.check(m, "methods")
-    names = list(methods or prof.methods) + ([SURROGATE] if surrogate and group == "runs" else [])
+    names = list(methods or prof.methods) + ([SURROGATE] if surrogate and group == RUNS_GROUP else [])
     base = Path(runs) / GROUPS[group]
     folders = {n: run_dir(prof, base, n, seed) for n in names}
     absent = [str(f) for f in folders.values() if not (f / "model.pt").exists()]
@@ -270,7 +273,7 @@ def compare_with_runs(profile: str, runs, seed: int = 0, root=None) -> list[str]
     prof = get_profile(profile)
     lines = [f"clean accuracy during training (%), {profile}, seed {seed}: trained now vs shipped"]
     for name, entry in manifest["entries"].items():
-        if entry["group"] != "runs" or entry["seed"] != seed:
+        if entry["group"] != RUNS_GROUP or entry["seed"] != seed:
             continue
         hist = mio.read_json(run_dir(prof, runs, name, seed) / "history.json", [])
         now = f"{100 * hist[-1]['test_acc']:6.2f}" if hist else "   n/a"

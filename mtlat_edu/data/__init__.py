@@ -26,7 +26,7 @@ from mtlat_edu.data.batching import DeviceBatches, FileListDataset, StreamBatche
 from mtlat_edu.data.files import (IMAGE_FORMATS, IMG_EXTENSIONS, MAX_IMAGE_PIXELS, ImageFileError, check_same_classes,
                                   class_folders, decode_files, decode_image, folder_samples, image_files)
 from mtlat_edu.data.sources import (CACHE_REMEDY, CIFAR10_CLASSES, DATA_MODES, DATASETS, DOWNLOAD_TIMEOUT, REPO_DATA,
-                                    SHARED_CIFAR, SPLITS, STREAM_BYTES, FileImageData, ImageData, balanced_indices,
+                                    REPO_ROOT, SHARED_CIFAR, SPLITS, STREAM_BYTES, FileImageData, ImageData, balanced_indices,
                                     cache_dir, content_key, data_home, file_dataset, imagenet100_split, load_cifar10,
                                     load_dataset, load_imagefolder, load_imagenet100, load_synthetic, make_synthetic,
                                     source_checkout, user_cache_dir)
@@ -34,7 +34,7 @@ from mtlat_edu.data.sources import (CACHE_REMEDY, CIFAR10_CLASSES, DATA_MODES, D
 __all__ = [
     "AUGMENTATIONS", "CACHE_REMEDY", "CIFAR10_CLASSES", "DATASETS", "DATA_MODES", "DOWNLOAD_TIMEOUT", "DeviceBatches",
     "FileImageData", "FileListDataset", "IMAGE_FORMATS", "IMG_EXTENSIONS", "ImageData", "ImageFileError",
-    "MAX_IMAGE_PIXELS", "REPO_DATA", "SHARED_CIFAR", "SPLITS", "STREAM_BYTES", "StreamBatches", "balanced_indices",
+    "MAX_IMAGE_PIXELS", "REPO_DATA", "REPO_ROOT", "SHARED_CIFAR", "SPLITS", "STREAM_BYTES", "StreamBatches", "balanced_indices",
     "batches", "cache_dir", "check_same_classes", "class_folders", "content_key", "data_home", "decode_files",
     "decode_image", "file_dataset", "flip_crop", "folder_samples", "image_files", "imagenet100_split", "load_cifar10",
     "load_dataset", "load_imagefolder", "load_imagenet100", "load_synthetic", "make_synthetic", "source_checkout",

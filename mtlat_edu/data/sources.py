@@ -38,8 +38,12 @@ from mtlat_edu.core.checks import check_choice, check_int, check_positive
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.data.files import class_folders, decode_files, decode_image, folder_samples, image_files
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
-SHARED_CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
+# The folder that holds the package: the repository root in a source checkout (site-packages once
+# installed; source_checkout() tells them apart). The package's one repository-root constant: the
+# data and the shared CIFAR-10 copy here, the notebooks' folder in course/session.py.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_DATA = REPO_ROOT / "data"
+SHARED_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")
 DOWNLOAD_TIMEOUT = 60.0  # seconds a download may wait for the server (per connection step, not in total)

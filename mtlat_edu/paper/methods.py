@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -288,18 +288,37 @@ def iat_targeted_method(model, x, y, cfg: MethodConfig, g=None):
     return two_part_loss(model, x_mix1, y_mix1, x_mix2, y_mix2)
 
 
-def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None):
-    """The two training batches of Algorithm 1 from B clean images.
+class MtlatCouples(NamedTuple):
+    """The two training batches of Algorithm 1 (:func:`mtlat_couples`), a tuple with named fields:
+    ``x_mix1, y_mix1, x_mtlat, y_mtlat, extras = mtlat_couples(...)`` unpacks it as before (notebook
+    04, section "Algorithm 1 on a batch"), ``couples.x_mtlat`` reads one field. Each batch holds
+    B/2 couples of the B images given."""
 
-    Returns ``(x_mix1, y_mix1, x_mtlat, y_mtlat, extras)`` where ``extras`` holds the
-    intermediate ``x_mix2``, ``y_mix2``, ``y_target`` and ``eps`` (for teaching and tests).
+    x_mix1: torch.Tensor
+    """Mixup of the clean half (Algorithm 1, lines 1-2): the couples ``(x_1, x_2)`` mixed, no attack."""
+    y_mix1: torch.Tensor
+    """Their Mixup labels (soft, one row per couple)."""
+    x_mtlat: torch.Tensor
+    """The adversarial half mixed (lines 3-4), then perturbed towards ``y_target`` (line 5, eq. 6)."""
+    y_mtlat: torch.Tensor
+    """Their M-TLAT labels, eq. (6): ``(1 - eps) * y_mix2 + eps * one_hot(y_target)`` (line 6)."""
+    extras: dict
+    """The intermediates, for teaching and tests: ``x_mix2``, ``y_mix2``, ``y_target`` and ``eps``."""
+
+
+def mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None) -> MtlatCouples:
+    """The two training batches of Algorithm 1 from B clean images (notebook 04, ``mtlat`` and
+    ``mtlat_pgd`` training).
+
+    Returns :class:`MtlatCouples` ``(x_mix1, y_mix1, x_mtlat, y_mtlat, extras)`` where ``extras`` holds
+    the intermediate ``x_mix2``, ``y_mix2``, ``y_target`` and ``eps`` (for teaching and tests).
     ``attack(model, x_mix2, y_target, eps)`` is line 5's perturbation (default: targeted FGSM, eq. 5).
     """
     _check_batch(model, x, y, cfg)
     return _mtlat_couples(model, x, y, cfg, g, attack)
 
 
-def _mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None):
+def _mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None) -> MtlatCouples:
     attack = attack or _targeted_fgsm
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
@@ -310,14 +329,14 @@ def _mtlat_couples(model, x, y, cfg: MethodConfig, g=None, attack=None):
     x_mtlat = attack(model, x_mix2, y_t, eps)                      # line 5, eq. (6)
     y_mtlat = _tlat_labels(y_mix2, y_t, eps)                       # line 6, eq. (6)
     extras = {"x_mix2": x_mix2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
-    return x_mix1, y_mix1, x_mtlat, y_mtlat, extras
+    return MtlatCouples(x_mix1, y_mix1, x_mtlat, y_mtlat, extras)
 
 
 @register("mtlat", "M-TLAT", "adversarial")
 def mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT, Algorithm 1: ``loss = L(x_mix1, y_mix1) + L(x_mtlat, y_mtlat)``."""
-    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = _mtlat_couples(model, x, y, cfg, g)
-    return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
+    c = _mtlat_couples(model, x, y, cfg, g)
+    return two_part_loss(model, c.x_mix1, c.y_mix1, c.x_mtlat, c.y_mtlat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,8 +358,8 @@ def mtlat_pgd_method(model, x, y, cfg: MethodConfig, g=None):
     M-TLAT. The label is eq. (6), ``(1 - eps) * y_mix2 + eps * y_target``, with ``eps`` the radius of
     the ball the final iterate lies in (the drawn eps, as for FGSM). With ``pgd_steps=1`` and no
     random start this *is* ``mtlat`` (same draws, same images, same labels)."""
-    x_mix1, y_mix1, x_mtlat, y_mtlat, _ = _mtlat_couples(model, x, y, cfg, g, attack=pgd_attack(cfg, g))
-    return two_part_loss(model, x_mix1, y_mix1, x_mtlat, y_mtlat)
+    c = _mtlat_couples(model, x, y, cfg, g, attack=pgd_attack(cfg, g))
+    return two_part_loss(model, c.x_mix1, c.y_mix1, c.x_mtlat, c.y_mtlat)
 
 
 def draw_layer(layers, g=None) -> int:
@@ -349,8 +368,31 @@ def draw_layer(layers, g=None) -> int:
     return int(layers[int(torch.randint(len(layers), (1,), generator=g, device=device).item())])
 
 
-def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
-    """Algorithm 1 with Manifold Mixup: the couples, their adversarial inputs and labels.
+class ManifoldCouples(NamedTuple):
+    """One ``manifold_mtlat`` batch (:func:`manifold_couples`), a tuple with named fields:
+    ``x_a, x_b, lam, y_mix1, y_mtlat, layer, extras = manifold_couples(...)`` unpacks it as before
+    (notebook 10, "One manifold_mtlat batch"). ``manifold_forward(model, x_a, x_b, lam, layer)`` gives
+    the logits of the step's B couples (clean half first, adversarial second)."""
+
+    x_a: torch.Tensor
+    """The first image of each couple: the clean half ``x_1``, then the perturbed adversarial half ``x_3 + d_3``."""
+    x_b: torch.Tensor
+    """The second image of each couple: ``x_1[perm1]``, then the perturbed partners ``x_3[perm] + d_4``."""
+    lam: torch.Tensor
+    """The couples' mixing weights, ``lam ~ Beta(alpha, alpha)``, clean couples first."""
+    y_mix1: torch.Tensor
+    """The clean couples' Mixup labels."""
+    y_mtlat: torch.Tensor
+    """The adversarial couples' labels, eq. (6): ``(1 - eps) * y_mix2 + eps * one_hot(y_target)``."""
+    layer: int
+    """The mixing layer drawn for the batch (0: the input; ``models.MIX_POINTS``)."""
+    extras: dict
+    """``x_adv_a``, ``x_adv_b`` (the perturbed adversarial couples), ``perm``, ``y_mix2``, ``y_target``, ``eps``."""
+
+
+def manifold_couples(model, x, y, cfg: MethodConfig, g=None) -> ManifoldCouples:
+    """Algorithm 1 with Manifold Mixup: the couples, their adversarial inputs and labels (notebook 10,
+    ``manifold_mtlat`` training).
 
     One layer ``l`` is drawn for the batch from ``cfg.manifold_layers`` (:func:`draw_layer`); both
     halves are split into couples ``(x_i, x_perm[i])`` with ``lam ~ Beta(alpha, alpha)`` per couple.
@@ -362,8 +404,9 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     ``(1 - eps) * y_mix + eps * y_target``. At layer 0 this is M-TLAT up to clipping (the sign of
     ``lam * g`` is the sign of ``g``, so the mixed input moves by ``eps * sign(g)``).
 
-    Returns ``(x_a, x_b, lam, y_mix1, y_mtlat, layer, extras)``: the B couples (clean half first,
-    adversarial second) to pass to :func:`mtlat_edu.paper.mixup.manifold_forward` at ``layer``, their labels, and
+    Returns :class:`ManifoldCouples` ``(x_a, x_b, lam, y_mix1, y_mtlat, layer, extras)``: the B
+    couples (clean half first, adversarial second) to pass to
+    :func:`mtlat_edu.paper.mixup.manifold_forward` at ``layer``, their labels, and
     ``extras`` with ``x_adv_a``, ``x_adv_b`` (the perturbed couples of the adversarial half, whose
     clean images are ``x_3`` and ``x_3[perm]``), ``perm``, ``y_mix2``, ``y_target`` and ``eps``.
     """
@@ -371,7 +414,7 @@ def manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     return _manifold_couples(model, x, y, cfg, g)
 
 
-def _manifold_couples(model, x, y, cfg: MethodConfig, g=None):
+def _manifold_couples(model, x, y, cfg: MethodConfig, g=None) -> ManifoldCouples:
     xc, yc, xa, ya = split_batch(x, y)
     n = cfg.num_classes
     layer = draw_layer(cfg.manifold_layers, g)
@@ -391,15 +434,15 @@ def _manifold_couples(model, x, y, cfg: MethodConfig, g=None):
     y_mtlat = _tlat_labels(y_mix2, y_t, eps)
     x_a, x_b = torch.cat([xc, adv[:h]]), torch.cat([xc[p1], adv[h:]])
     extras = {"x_adv_a": adv[:h], "x_adv_b": adv[h:], "perm": p2, "y_mix2": y_mix2, "y_target": y_t, "eps": eps}
-    return x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras
+    return ManifoldCouples(x_a, x_b, torch.cat([lam1, lam2]), y_mix1, y_mtlat, layer, extras)
 
 
 @register("manifold_mtlat", "Manifold M-TLAT", "adversarial", future=True)
 def manifold_mtlat_method(model, x, y, cfg: MethodConfig, g=None):
     """M-TLAT with Manifold Mixup (:func:`manifold_couples`): ``L(mix_l(x_1, x_2), y_mix1) +
     L(mix_l(x_3 + d_3, x_4 + d_4), y_mtlat)`` in one forward pass mixed at the drawn layer ``l``."""
-    x_a, x_b, lam, y_mix1, y_mtlat, layer, _ = _manifold_couples(model, x, y, cfg, g)
-    return _two_part_ce(manifold_forward(model, x_a, x_b, lam, layer), y_mix1, y_mtlat)
+    c = _manifold_couples(model, x, y, cfg, g)
+    return _two_part_ce(manifold_forward(model, c.x_a, c.x_b, c.lam, c.layer), c.y_mix1, c.y_mtlat)
 
 
 # Methods whose batches split into a clean and an adversarial half (every registered one but

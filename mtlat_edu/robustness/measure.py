@@ -8,7 +8,7 @@ by the clean accuracy; every accuracy the package reports is counted here:
   without gradients, in float32 or (``amp``) under bf16 autocast.
 * :func:`accuracy`, a whole set (an :class:`~mtlat_edu.data.ImageData`, a streamed
   :class:`~mtlat_edu.data.FileImageData`, or image and label tensors), batched; the clean test
-  accuracy of training (:func:`mtlat_edu.training.loop.evaluate`) and the course's figures.
+  accuracy of training (:func:`mtlat_edu.training.loop.epoch_accuracy`) and the course's figures.
 * :func:`attack_accuracy`, the accuracy under one attack of section 4.1 (Table 1c).
 * :func:`measure_models` / :func:`measure_cell`, one cell of the benchmark (clean, a corruption at
   a severity, or an attack) for several models on shared perturbed batches, with per-batch seeded

@@ -51,13 +51,16 @@ from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, chec
 from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, field_value, lr_factor
 
 
-def evaluate(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
-             amp: bool = True, fast: bool | None = None, workers: int = 4) -> float:
+def epoch_accuracy(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
+                   amp: bool = True, fast: bool | None = None, workers: int = 4) -> float:
     """Clean accuracy (a fraction in [0, 1]) of ``model`` on ``data`` at the end of an epoch: the
     package's one accuracy count (:func:`mtlat_edu.robustness.measure.accuracy`: eval mode, the
     modes restored, batched, sharded under torchrun) with the training's fast-path rule for bf16
     autocast: ``amp`` where the fast path is on (``fast``; default: on CUDA).
     ``workers``: decoding processes for a :class:`FileImageData`.
+
+    :func:`fit` calls it after every epoch (the ``test_acc`` of the history, plotted in notebook 05).
+    Not the benchmark: that is :func:`mtlat_edu.benchmark.evaluate` (``mtlat-edu evaluate``).
     """
     if not isinstance(data, (ImageData, FileImageData)):
         raise ValueError(f"data: expected an ImageData or FileImageData (data.load_dataset), got {type(data).__name__}")
@@ -297,7 +300,7 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
                 f"is {train_loss}; lower the learning rate (--lr, now {cfg.lr:g}) and start over (--no-resume or "
                 f"another folder); nothing of this epoch was saved and no model.pt was written")
         D.broadcast_buffers(model)  # rank 0's batch-norm statistics: the ones saved and evaluated
-        test_acc = evaluate(model, test_data, cfg.eval_batch_size, device, cfg.amp, fast, cfg.workers)
+        test_acc = epoch_accuracy(model, test_data, cfg.eval_batch_size, device, cfg.amp, fast, cfg.workers)
         history.append({
             "epoch": epoch + 1, "train_loss": train_loss,
             "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_time, 3),

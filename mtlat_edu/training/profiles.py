@@ -36,6 +36,7 @@ from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_
 from mtlat_edu.training.checkpoints import load_checkpoint
 from mtlat_edu.training.config import TrainConfig
 from mtlat_edu.training.loop import TrainResult, fit
+from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 
 # TABLE_METHODS: the rows of Tables 1-3, with both readings of IAT (docs/claims.md); FUTURE_METHODS: the
 # paper's future work (section 6), implemented beyond it, not in the reproduction of Tables 1-3, compared
@@ -147,10 +148,11 @@ def get_profile(name: str, **overrides) -> Profile:
 
 
 def run_dir(profile: Profile, runs_root, method: str, seed: int | None = None) -> Path:
-    """``<runs_root>/<profile>/<method>/seed<k>``: one folder per trained model (``seed``: the
-    profile's first seed when None)."""
-    seed = profile.seeds[0] if seed is None else seed
-    return Path(runs_root) / profile.name / method / f"seed{seed}"
+    """``<runs_root>/<profile>/<method>/seed<k>``: the folder of one of the profile's trained models
+    (:func:`~mtlat_edu.training.runs.run_folder` with the profile's name as the group; ``seed``: the
+    profile's first seed when None). Used by the trainer here, the benchmark's model collection,
+    ``ship`` and the notebooks' session (``Course.run_dir``, notebook 05)."""
+    return run_folder(runs_root, profile.name, method, profile.seeds[0] if seed is None else seed)
 
 
 def load_profile_data(profile: Profile, split: str, limit: int | None = None, seed: int = 0) -> ImageData:
@@ -194,7 +196,7 @@ def default_workers(device: str, jobs: int) -> int:
     return max(1, min(jobs, os.cpu_count() or 1, 4))
 
 
-def train_seeds(profile: Profile, runs_root="runs", methods=None, surrogate: bool = True, seeds=None,
+def train_seeds(profile: Profile, runs_root=DEFAULT_RUNS, methods=None, surrogate: bool = True, seeds=None,
                 device: str = "auto", progress: bool = True, workers: int | None = None,
                 **overrides) -> dict[int, dict[str, TrainResult]]:
     """Train every ``method`` (default: the profile's) and the VGG surrogate for every seed (default:
@@ -242,7 +244,7 @@ def _train_missing(jobs, device: str, progress: bool, workers: int | None) -> li
     return todo
 
 
-def course_jobs(profile: Profile, runs_root="runs", seeds=None, device: str = "auto", **overrides) -> list:
+def course_jobs(profile: Profile, runs_root=DEFAULT_RUNS, seeds=None, device: str = "auto", **overrides) -> list:
     """Every run the course notebooks use with ``profile``: its methods and the VGG surrogate for
     every seed, and the first seed's ``standard`` and ``mixup`` of its short profile (notebook 05's two
     regimes), as ``[(name, seed, TrainConfig, run folder)]``, the most expensive first."""
@@ -254,7 +256,7 @@ def course_jobs(profile: Profile, runs_root="runs", seeds=None, device: str = "a
     return sorted(jobs, key=lambda j: -job_cost(j[2]))
 
 
-def train_course(profile: Profile, runs_root="runs", seeds=None, device: str = "auto", progress: bool = True,
+def train_course(profile: Profile, runs_root=DEFAULT_RUNS, seeds=None, device: str = "auto", progress: bool = True,
                  workers: int | None = None, **overrides) -> list:
     """Train every missing run of :func:`course_jobs` at once, so that all cores work from the first
     minute (``mtlat-edu reproduce`` does this before the first notebook; the notebooks then reuse
@@ -295,7 +297,7 @@ def _train_parallel(todo, workers: int, progress: bool) -> None:
         bar.close()
 
 
-def train_profile(profile: Profile, runs_root="runs", methods=None, surrogate: bool = True,
+def train_profile(profile: Profile, runs_root=DEFAULT_RUNS, methods=None, surrogate: bool = True,
                   device: str = "auto", progress: bool = True, seed: int | None = None,
                   workers: int | None = None, **overrides) -> dict[str, TrainResult]:
     """:func:`train_seeds` for one seed (default: the profile's first): ``{method: TrainResult}``."""
