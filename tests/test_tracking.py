@@ -9,7 +9,7 @@ from mtlat_edu.training import TrainConfig, fit, load_checkpoint
 pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = dict(method="fgsm", model="small_cnn", dataset="synthetic", train_limit=256, test_limit=80, batch_size=32,
            epochs=2, eval_batch_size=16, seed=1, device="cpu")
-TRACKED = ("tracked_clean_acc", "tracked_pgd_acc", "tracked_pgd_ll_acc", "tracked_corruption_acc")
+RECORD_KEYS = ("tracked_clean_acc", "tracked_pgd_acc", "tracked_pgd_ll_acc", "tracked_corruption_acc")
 
 
 def test_tracked_values_equal_the_benchmark_of_the_saved_model_and_survive_resume(tmp_path):
@@ -17,7 +17,7 @@ def test_tracked_values_equal_the_benchmark_of_the_saved_model_and_survive_resum
     fit(cfg, tmp_path, progress=False, stop_after=1)
     model, info = load_checkpoint(tmp_path / "checkpoint.pt")  # the weights at the end of epoch 1
     first = info["history"][0]
-    assert first["tracked_images"] == 24 and set(TRACKED) <= set(first)
+    assert first["tracked_images"] == 24 and set(RECORD_KEYS) <= set(first)
 
     # an independent evaluation of those weights: the benchmark on the same 24 test images
     test = load_dataset("synthetic", "test", limit=CFG["test_limit"], seed=CFG["seed"])
@@ -27,12 +27,12 @@ def test_tracked_values_equal_the_benchmark_of_the_saved_model_and_survive_resum
     assert first["tracked_clean_acc"] == acc["clean"]
     assert first["tracked_pgd_acc"] == acc["pgd"] and first["tracked_pgd_ll_acc"] == acc["pgd_ll"]
     assert first["tracked_corruption_acc"] == acc["gaussian_noise"]
-    assert all(round(first[k] * 24) == pytest.approx(first[k] * 24) for k in TRACKED)  # counts of 24 images
+    assert all(round(first[k] * 24) == pytest.approx(first[k] * 24) for k in RECORD_KEYS)  # counts of 24 images
 
     resumed = fit(cfg, tmp_path, progress=False).history
     straight = fit(cfg, progress=False)
     assert [h["epoch"] for h in resumed] == [1, 2]
-    assert [[h[k] for k in TRACKED] for h in resumed] == [[h[k] for k in TRACKED] for h in straight.history]
+    assert [[h[k] for k in RECORD_KEYS] for h in resumed] == [[h[k] for k in RECORD_KEYS] for h in straight.history]
     # tracking draws from its own generators: the weights are those of a run without it
     plain = fit(TrainConfig(**CFG), progress=False).model.state_dict()
     tracked = straight.model.state_dict()

@@ -103,19 +103,19 @@ class Profile:
 
 # the runs notebook 05 shows robustness during training for: standard, the adversarial training whose
 # one-step attack can be overfitted, and M-TLAT
-TRACKED = ("standard", "fgsm", "mtlat")
+TRACKED_METHODS = ("standard", "fgsm", "mtlat")
 PROFILES = Registry("profile")  # name -> Profile, described by its description
 for _profile in (
     Profile(
         "smoke", dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, train_limit=768,
-        test_limit=200, eval_limit=64, attack_limit=32, tracked_methods=TRACKED, tracked_images=16,
+        test_limit=200, eval_limit=64, attack_limit=32, tracked_methods=TRACKED_METHODS, tracked_images=16,
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     # The paper's regime on a laptop CPU, chosen by experiment (docs/regime.md): no augmentation,
     # trained until the standard model's test accuracy has plateaued.
     Profile(
         "cpu", dataset="cifar10", model="small_cnn", epochs=30, batch_size=128, train_limit=5000,
         test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small", short_profile="cpu_short",
-        tracked_methods=TRACKED, tracked_every=3,
+        tracked_methods=TRACKED_METHODS, tracked_every=3,
         description="CIFAR-10, 5k training images, a small CNN, the paper's regime (no augmentation, "
                     "trained to a plateau): a 2-core CPU in under an hour"),
     # The former default: under-trained (6 epochs); notebook 05 contrasts it with ``cpu``.
@@ -133,10 +133,10 @@ for _profile in (
                     "mtlat, seeds 0-2: claim (a) at a larger capacity"),
     Profile(
         "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",
-        surrogate_epochs=10, tracked_methods=TRACKED, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
+        surrogate_epochs=10, tracked_methods=TRACKED_METHODS, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
     Profile(
         "paper", dataset="imagenet100", model="resnet50", epochs=90, batch_size=256, image_size=224,
-        tracked_methods=TRACKED,
+        tracked_methods=TRACKED_METHODS,
         description="ImageNet-100 at 224 px, ResNet-50, the paper's full recipe (section 4.2)"),
 ):
     PROFILES.add(_profile.name, _profile, description=_profile.description)
