@@ -20,6 +20,8 @@ import dataclasses
 import io
 import re
 import sys
+import types
+import typing
 import warnings
 from pathlib import Path
 
@@ -32,12 +34,10 @@ from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import resolve_device
 from mtlat_edu.course import shipped
 from mtlat_edu.course.runner import run_notebooks
-from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
 from mtlat_edu.models import MODELS
-from mtlat_edu.paper.adversarial import TARGET_SELECTION
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training import fit
-from mtlat_edu.training.config import FAST_PATH, TRACK_ATTACKS, TrainConfig, field_value
+from mtlat_edu.training.config import TrainConfig, field_value, option_exceptions
 from mtlat_edu.training.profiles import PROFILES, check_seeds, get_profile, train_seeds
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder, train_group
 from mtlat_edu.training.step_cost import step_table, time_steps
@@ -49,68 +49,64 @@ def add_runs_arg(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--runs", default=DEFAULT_RUNS, help=help)
 
 
-# The TrainConfig fields that ``train`` does not set from an option of the same name (every other
-# field is an option ``--field-name`` with the field's default: tests/test_cli_config.py checks it).
-TRAIN_OPTION_EXCEPTIONS = {
-    "method": "--method takes several methods, one run each",
-    "seed": "--seed, or --seeds for several runs",
-    "amp": "--no-amp turns it off",
-    "channels_last": "part of the fast path (--fast-path)",
-    "eval_batch_size": "the test-set batch: no effect on the results",
-}
+# The TrainConfig fields that ``train`` does not set from an option of the same name, and why (every
+# other field is an option ``--field-name`` with the field's default: tests/test_cli_config.py checks it).
+TRAIN_OPTION_EXCEPTIONS = option_exceptions()
+
+# Fields ``train-profile`` does not take: the run's method and seed (--methods, --seeds), what makes
+# the profile (its data and model: another profile), and its robustness record (Profile.tracked_*).
+PROFILE_FIXED = ("method", "seed", "dataset", "model", "data_root", "track_robustness", "track_attacks",
+                 "track_corruption", "track_every")
+
+
+def add_setting_options(p: argparse.ArgumentParser, skip=(), from_profile: bool = False) -> None:
+    """One option per :class:`~mtlat_edu.training.config.TrainConfig` field, generated from the field
+    (:func:`~mtlat_edu.training.config.setting`): ``--field-name``, its type, ``nargs="+"`` for a tuple,
+    ``store_true`` for a bool (its ``flag``, e.g. ``--no-amp``, when it defaults to True), its choices,
+    help and metavar. The default is the field's, or None ("the profile's") with ``from_profile``.
+    A field declared with ``option=...`` or named in ``skip`` gets none."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if f.name in skip or meta.get("option"):
+            continue
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        base = args[0] if typing.get_origin(kind) in (typing.Union, types.UnionType) else kind
+        default = None if from_profile else f.default
+        kw = {"dest": f.name, "help": meta.get("help") or None}
+        if meta.get("choices") is not None:
+            kw["choices"] = list(meta["choices"])
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if base is bool:
+            flag = meta.get("flag") if f.default else None
+            p.add_argument(flag or f"--{f.name.replace('_', '-')}", action="store_false" if flag else "store_true",
+                           default=default, **kw)
+            continue
+        if typing.get_origin(base) is tuple:
+            kw.update(nargs="+", type=typing.get_args(base)[0])
+            default = None if default is None else list(default)
+        else:
+            kw["type"] = base
+        p.add_argument(f"--{f.name.replace('_', '-')}", default=default, **kw)
+
+
+def setting_values(args, skip=()) -> dict:
+    """``{field: value}`` of the setting options given on the command line (a None: not given, the
+    profile's; lists become tuples, as the dataclass holds them)."""
+    return {f.name: field_value(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
+            if f.name not in skip and not f.metadata.get("option") and getattr(args, f.name, None) is not None}
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--method", nargs="+", default=[d.method], choices=list(METHODS),
                    help="one or more training methods (Tables 1-3); each is trained in turn")
-    p.add_argument("--model", default=d.model, choices=list(MODELS))
-    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
-    p.add_argument("--data-root", default=None, help="dataset folder (ImageFolder tree with train/ and test/, ...)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--train-limit", type=int, default=None, help="class-balanced subset of the training set")
-    p.add_argument("--test-limit", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--alpha", type=float, default=d.alpha, help="Mixup Beta(alpha, alpha), eq. (1)")
-    p.add_argument("--eps-max", type=float, default=d.eps_max, help="training FGSM eps ~ U[0, eps_max]")
-    p.add_argument("--per-batch", action="store_true", help="one lambda and one eps per batch instead of per couple")
-    p.add_argument("--target", default=d.target, choices=list(TARGET_SELECTION),
-                   help="how the training attacks pick y_target: " + "; ".join(
-                       f"{e.name}: {e.description}" for e in TARGET_SELECTION.entries()))
-    p.add_argument("--augment", default=d.augment, choices=list(AUGMENTATIONS))
-    p.add_argument("--pgd-steps", type=int, default=d.pgd_steps,
-                   help="mtlat_pgd: targeted PGD iterations k (1 without random start = mtlat)")
-    p.add_argument("--pgd-step-factor", type=float, default=d.pgd_step_factor,
-                   help="mtlat_pgd: PGD step size = factor * eps / k (Madry et al.'s 2.5)")
-    p.add_argument("--pgd-random-start", action="store_true",
-                   help="mtlat_pgd: start the PGD from a uniform random point of the eps-ball")
-    p.add_argument("--manifold-layers", nargs="+", type=int, default=list(d.manifold_layers), metavar="L",
-                   help="manifold_mtlat: the layers to mix at, one drawn per batch (0 = the input)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
                    help="train every method once per seed into <run folder>/seed<k> (instead of --seed)")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
-    p.add_argument("--fast-path", default=d.fast_path, choices=list(FAST_PATH),
-                   help="bf16 autocast, channels_last, --compile: auto = on CUDA only; on = also on the CPU")
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)")
-    p.add_argument("--data-mode", default=d.data_mode, choices=list(DATA_MODES),
-                   help="memory: decode the dataset into RAM (cached); stream: DataLoader workers decode "
-                        "each batch from the files; auto: stream above 4 GiB of decoded images")
-    p.add_argument("--workers", type=int, default=d.workers, help="decoding processes of --data-mode stream")
-    p.add_argument("--track-robustness", type=int, default=d.track_robustness, metavar="N",
-                   help="after every epoch, record the PGD accuracy (eps 0.04, 10 it.) on N fixed test images")
-    p.add_argument("--track-attacks", nargs="+", default=list(d.track_attacks), choices=list(TRACK_ATTACKS),
-                   help="with --track-robustness: the white-box attacks tracked (default: pgd)")
-    p.add_argument("--track-corruption", default=None, metavar="NAME",
-                   help="with --track-robustness: also record the accuracy under this corruption (severity 3)")
-    p.add_argument("--track-every", type=int, default=d.track_every, metavar="K",
-                   help="with --track-robustness: record epoch 1, every K-th epoch after it and the last (default: every epoch)")
+    add_setting_options(p)
     add_runs_arg(p, "root of the run folders: <runs>/<dataset>-<model>/<method> (with --seeds: ...<method>/seed<k>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
@@ -119,10 +115,8 @@ def train_configs(args) -> list:
     """The validated :class:`~mtlat_edu.training.config.TrainConfig` of every run ``train`` asks for
     (each method x each seed): every field from its option, checked before anything trains."""
     seeds = check_seeds(args.seeds) if args.seeds is not None else (args.seed,)
-    common = {f.name: field_value(getattr(args, f.name)) for f in dataclasses.fields(TrainConfig)
-              if f.name not in TRAIN_OPTION_EXCEPTIONS}
-    return [TrainConfig(method=method, seed=seed, amp=not args.no_amp, **common).validate()
-            for method in args.method for seed in seeds]
+    common = setting_values(args)
+    return [TrainConfig(method=method, seed=seed, **common).validate() for method in args.method for seed in seeds]
 
 
 def cmd_train(args) -> int:
@@ -148,18 +142,26 @@ def add_train_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K", help="default: the profile's")
     p.add_argument("--no-surrogate", action="store_true", help="skip the VGG surrogate of the black-box attacks")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-mode", default="auto", choices=list(DATA_MODES))
-    p.add_argument("--sync-bn", action="store_true", help="under torchrun: SyncBatchNorm")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (with the fast path)")
+    group = p.add_argument_group(
+        "training settings", "each defaults to the profile's (the paper's recipe where the profile says nothing); "
+        "one that changes the weights (e.g. --eps-max, --lr, --epochs) makes other runs: give them their own --runs")
+    add_setting_options(group, skip=PROFILE_FIXED, from_profile=True)
+
+
+def profile_overrides(args) -> dict:
+    """The training settings ``train-profile`` was given (``{field: value}``; the device apart)."""
+    return {k: v for k, v in setting_values(args, skip=PROFILE_FIXED).items() if k != "device"}
 
 
 def cmd_train_profile(args) -> int:
     """Train a profile's runs (every method and seed, and the surrogate) the way ``make reproduce``
     and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
     profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
+    overrides, device = profile_overrides(args), args.device or "auto"
+    for method in args.methods or profile.methods:  # every setting checked before anything trains
+        profile.train_config(method, device=device, **overrides).validate()
     train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
-                device=args.device, data_mode=args.data_mode, sync_bn=args.sync_bn, compile=args.compile)
+                device=device, **overrides)
     if D.is_main():
         print(f"{args.profile}: every run is in {Path(args.runs) / args.profile}")
     return 0

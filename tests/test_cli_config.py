@@ -91,3 +91,38 @@ def test_one_runs_option_and_one_run_folder_layout(tmp_path):
     assert run_folder(tmp_path, "smoke", "mtlat", 2) == tmp_path / "smoke" / "mtlat" / "seed2"
     smoke = get_profile("smoke")
     assert run_dir(smoke, tmp_path, "mtlat") == run_folder(tmp_path, "smoke", "mtlat", smoke.seeds[0])
+
+
+def test_a_setting_declared_once_reaches_both_commands_and_the_profile(monkeypatch):
+    """The recipe of "how to add a setting" (docs/design.md): one field with ``setting(...)`` in
+    TrainConfig; the options of ``train`` and ``train-profile`` and the profile's runs follow."""
+    from mtlat_edu.training import config as C, profiles
+    toy = dataclasses.make_dataclass(
+        "TrainConfig", [("toy_setting", int, C.setting(3, "a toy setting", metavar="T"))], bases=(TrainConfig,))
+    monkeypatch.setattr(cli, "TrainConfig", toy)
+    monkeypatch.setattr(profiles, "TrainConfig", toy)
+    parser, train = _train_parser()
+    option = {o: a for a in train._actions for o in a.option_strings}["--toy-setting"]
+    assert (option.default, option.help, option.type, option.metavar) == (3, "a toy setting", int, "T")
+    args = parser.parse_args(["train", "--method", "standard", "--dataset", "synthetic", "--toy-setting", "5"])
+    assert [c.toy_setting for c in cli.train_configs(args)] == [5]
+    args = parser.parse_args(["train-profile", "--profile", "smoke", "--toy-setting", "7", "--eps-max", "0.01",
+                              "--no-amp", "--manifold-layers", "0", "1"])
+    overrides = cli.profile_overrides(args)
+    assert overrides == {"toy_setting": 7, "eps_max": 0.01, "amp": False, "manifold_layers": (0, 1)}
+    smoke = get_profile("smoke")
+    cfg = smoke.train_config("mtlat", **overrides)
+    assert (cfg.toy_setting, cfg.eps_max, cfg.amp, cfg.epochs, cfg.model) == (7, 0.01, False, smoke.epochs, smoke.model)
+    assert smoke.train_config("mtlat").toy_setting == 3  # not given: the field's default
+    assert cli.profile_overrides(parser.parse_args(["train-profile", "--profile", "smoke"])) == {}
+
+
+def test_train_profile_takes_the_method_settings_and_checks_them_before_training(capsys, tmp_path):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    options = {o for a in sub.choices["train-profile"]._actions for o in a.option_strings}
+    assert {"--alpha", "--eps-max", "--target", "--per-batch", "--lr", "--epochs", "--no-amp"} <= options
+    assert not {"--method", "--seed", "--model", "--dataset", "--track-robustness"} & options  # the profile's own
+    assert cli.main(["train-profile", "--profile", "smoke", "--runs", str(tmp_path), "--eps-max", "1.5"]) == 2
+    assert "--eps-max: " in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any run folder was made

@@ -7,8 +7,8 @@ rate divided by 10 at the end of epochs 30, 60 and 80 of 90, batch 256, cross-en
 drops keep their place as fractions of the run (30/90, 60/90 and 80/90 of all steps), applied per
 step so that a 3-epoch run still sees them (:func:`lr_factor`).
 
-Used by :mod:`mtlat_edu.training.loop` (``fit``), the profiles and the ``mtlat-edu train`` options
-(:mod:`mtlat_edu.cli`).
+Used by :mod:`mtlat_edu.training.loop` (``fit``), the profiles and the ``mtlat-edu train`` and
+``train-profile`` options (:mod:`mtlat_edu.cli`, generated from the fields: :func:`setting`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from mtlat_edu.core.checks import check_choice, check_int, check_positive, check_range, resolve_device
 from mtlat_edu.data import AUGMENTATIONS, DATA_MODES, DATASETS
 from mtlat_edu.models import MODELS, mix_layer_count
+from mtlat_edu.paper.adversarial import TARGET_SELECTION
 from mtlat_edu.paper.methods import ADVERSARIAL, METHODS, MethodConfig
 from mtlat_edu.robustness.attacks import ATTACKS, paper_attacks
 from mtlat_edu.robustness.corruptions import CORRUPTIONS
@@ -45,46 +46,85 @@ def field_value(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def setting(default, help: str = "", *, choices=None, metavar: str | None = None, flag: str | None = None,
+            option: str | None = None):
+    """A :class:`TrainConfig` field with what its command-line option needs, so that a setting is
+    declared once, here: ``mtlat-edu train`` and ``train-profile`` generate their options from the
+    fields (:func:`mtlat_edu.cli.add_setting_options`; type, ``nargs`` and flags from the annotation,
+    the default from the field).
+
+    ``help``: the option's help; ``choices``: the allowed names (a registry or a tuple); ``metavar``;
+    ``flag``: the option string of a bool whose default is True (``--no-amp`` sets ``amp`` False);
+    ``option``: set when the field has no generated option, saying where it comes from instead (the
+    command's own option, or why it has none)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar,
+                                                        "flag": flag, "option": option})
+
+
+def option_exceptions(config=None) -> dict[str, str]:
+    """``{field: why}`` for the fields without a generated option of their own name (``setting(option=...)``,
+    or a ``flag`` such as ``--no-amp``)."""
+    out = {}
+    for f in dataclasses.fields(config or TrainConfig):
+        meta = f.metadata
+        if meta.get("option") or meta.get("flag"):
+            out[f.name] = meta.get("option") or f"{meta['flag']} turns it off"
+    return out
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (defaults: the paper's recipe, section 4.2)."""
+    """Everything that defines a training run (defaults: the paper's recipe, section 4.2). Each field
+    is declared once, with its option (:func:`setting`): the ``train`` and ``train-profile`` options,
+    their defaults and checks follow from it."""
 
-    method: str = "mtlat"
-    model: str = "resnet18"
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    image_size: int | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    epochs: int = 90
-    batch_size: int = 256
-    lr: float = 0.002
-    weight_decay: float = 1e-4
+    method: str = setting("mtlat", option="--method takes several methods, one run each")
+    model: str = setting("resnet18", choices=MODELS)
+    dataset: str = setting("cifar10", choices=DATASETS)
+    data_root: str | None = setting(None, "dataset folder (ImageFolder tree with train/ and test/, ...)")
+    image_size: int | None = setting(None)
+    train_limit: int | None = setting(None, "class-balanced subset of the training set")
+    test_limit: int | None = setting(None)
+    epochs: int = setting(90)
+    batch_size: int = setting(256)
+    lr: float = setting(0.002)
+    weight_decay: float = setting(1e-4)
     # the methods' hyper-parameters: defaults from MethodConfig (one source, paper/methods.py)
-    alpha: float = _METHOD.alpha                 # Mixup Beta(alpha, alpha), eq. (1)
-    eps_max: float = _METHOD.eps_max             # training FGSM eps ~ U[0, eps_max]
-    per_batch: bool = _METHOD.per_batch
-    target: str = _METHOD.target
-    augment: str = "none"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    eval_batch_size: int = 1000
-    fast_path: str = "auto"              # auto: on for CUDA; on: also on the CPU (tests); off
-    sync_bn: bool = False                # SyncBatchNorm across the ranks of a torchrun job
-    data_mode: str = "auto"              # memory, stream, auto (stream above data.STREAM_BYTES)
-    workers: int = 4                     # DataLoader decoding processes of the streaming path
-    track_robustness: int = 0            # PGD accuracy on this many test images after every epoch
-    track_attacks: tuple[str, ...] = ("pgd",)  # the white-box attacks tracked (pgd, pgd_ll, cw_l2)
-    track_corruption: str | None = None  # and accuracy under this corruption (severity 3)
-    track_every: int = 1                 # record epoch 1, every k-th epoch after it, and the last
+    alpha: float = setting(_METHOD.alpha, "Mixup Beta(alpha, alpha), eq. (1)")
+    eps_max: float = setting(_METHOD.eps_max, "training FGSM eps ~ U[0, eps_max]")
+    per_batch: bool = setting(_METHOD.per_batch, "one lambda and one eps per batch instead of per couple")
+    target: str = setting(_METHOD.target, "how the training attacks pick y_target: " + "; ".join(
+        f"{e.name}: {e.description}" for e in TARGET_SELECTION.entries()), choices=TARGET_SELECTION)
+    augment: str = setting("none", choices=AUGMENTATIONS)
+    seed: int = setting(0, option="--seed, or --seeds for several runs")
+    device: str = setting("auto", "cpu, cuda, cuda:1 ... (auto: CUDA when available)")
+    amp: bool = setting(True, "bf16 autocast on the fast path", flag="--no-amp")
+    channels_last: bool = setting(True, option="part of the fast path (--fast-path)")
+    compile: bool = setting(False, "torch.compile the model (with the fast path)")
+    eval_batch_size: int = setting(1000, option="the test-set batch: no effect on the results")
+    fast_path: str = setting("auto", "bf16 autocast, channels_last, --compile: auto = on CUDA only; on = also on "
+                             "the CPU", choices=FAST_PATH)
+    sync_bn: bool = setting(False, "under torchrun: batch-norm statistics over the global batch (SyncBatchNorm)")
+    data_mode: str = setting("auto", "memory: decode the dataset into RAM (cached); stream: DataLoader workers "
+                             "decode each batch from the files; auto: stream above 4 GiB of decoded images",
+                             choices=DATA_MODES)
+    workers: int = setting(4, "decoding processes of --data-mode stream")
+    track_robustness: int = setting(0, "after every epoch, record the PGD accuracy (eps 0.04, 10 it.) on N fixed "
+                                    "test images", metavar="N")
+    track_attacks: tuple[str, ...] = setting(("pgd",), "with --track-robustness: the white-box attacks tracked "
+                                             "(default: pgd)", choices=TRACK_ATTACKS)
+    track_corruption: str | None = setting(None, "with --track-robustness: also record the accuracy under this "
+                                           "corruption (severity 3)", metavar="NAME")
+    track_every: int = setting(1, "with --track-robustness: record epoch 1, every K-th epoch after it and the last "
+                               "(default: every epoch)", metavar="K")
     # options of the methods beyond the paper (docs/future.md); the others ignore them
-    pgd_steps: int = _METHOD.pgd_steps                  # mtlat_pgd: targeted PGD iterations k
-    pgd_step_factor: float = _METHOD.pgd_step_factor    # mtlat_pgd: step size = factor * eps / k
-    pgd_random_start: bool = _METHOD.pgd_random_start   # mtlat_pgd: start from a random point of the eps-ball
-    manifold_layers: tuple[int, ...] = _METHOD.manifold_layers  # manifold_mtlat: mixing layers (0 = the input)
+    pgd_steps: int = setting(_METHOD.pgd_steps, "mtlat_pgd: targeted PGD iterations k (1 without random start = mtlat)")
+    pgd_step_factor: float = setting(_METHOD.pgd_step_factor, "mtlat_pgd: PGD step size = factor * eps / k "
+                                     "(Madry et al.'s 2.5)")
+    pgd_random_start: bool = setting(_METHOD.pgd_random_start, "mtlat_pgd: start the PGD from a uniform random "
+                                     "point of the eps-ball")
+    manifold_layers: tuple[int, ...] = setting(_METHOD.manifold_layers, "manifold_mtlat: the layers to mix at, one "
+                                               "drawn per batch (0 = the input)", metavar="L")
 
     def validate(self) -> "TrainConfig":
         """Check every field once, at the entry (``fit`` calls it; the training steps do not re-check)."""
