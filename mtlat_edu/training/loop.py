@@ -113,6 +113,14 @@ def _load(cfg: TrainConfig, split: str, limit: int | None):
     return data
 
 
+def run_data(cfg: TrainConfig) -> tuple:
+    """``(train, test)``: the data a run of ``cfg`` trains and is tested on, its seed's class-balanced
+    subsets (``train_limit``, ``test_limit``) loaded as its ``data_mode`` says. The one loader of a
+    run's data: :func:`fit` calls it for the splits it is not given, the profiles' trainer to load a
+    seed's data once for several runs (``profiles.job_data``)."""
+    return _load(cfg, "train", cfg.train_limit), _load(cfg, "test", cfg.test_limit)
+
+
 def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | None = None,
         test_data: ImageData | FileImageData | None = None, resume: bool = True, progress: bool = True,
         stop_after: int | None = None) -> TrainResult:
@@ -142,9 +150,11 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
     check_int(stop_after, "stop_after", optional=True, what="run to the end")
     D.init(D.local_device(cfg.resolved_device()))
     D.check_batch_split(cfg.batch_size, D.world_size(), cfg.method in ADVERSARIAL)
-    if train_data is None:
+    if train_data is None and test_data is None:
+        train_data, test_data = run_data(cfg)
+    elif train_data is None:
         train_data = _load(cfg, "train", cfg.train_limit)
-    if test_data is None:
+    elif test_data is None:
         test_data = _load(cfg, "test", cfg.test_limit)
     for name, data in (("train_data", train_data), ("test_data", test_data)):
         if not isinstance(data, (ImageData, FileImageData)):

@@ -35,7 +35,7 @@ from mtlat_edu.data import ImageData, load_dataset
 from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS
 from mtlat_edu.training.checkpoints import load_checkpoint
 from mtlat_edu.training.config import TrainConfig
-from mtlat_edu.training.loop import TrainResult, fit
+from mtlat_edu.training.loop import TrainResult, fit, run_data
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 
 # TABLE_METHODS: the rows of Tables 1-3, with both readings of IAT (docs/claims.md); FUTURE_METHODS: the
@@ -265,15 +265,13 @@ def train_course(profile: Profile, runs_root=DEFAULT_RUNS, seeds=None, device: s
 
 
 def job_data(cfg: TrainConfig, memo: dict) -> tuple:
-    """``(train, test)`` of a run: the splits ``fit`` itself would load for ``cfg`` (its seed's
-    class-balanced subsets, its ``data_mode``), reused from ``memo`` when the previous job of the
-    same seed loaded them (``memo`` keeps one seed's data at a time)."""
+    """``(train, test)`` of a run: what ``fit`` itself loads for ``cfg`` (:func:`~mtlat_edu.training.loop.run_data`),
+    reused from ``memo`` when the previous job of the same seed loaded them (``memo`` keeps one
+    seed's data at a time)."""
     key = (cfg.dataset, cfg.data_root, cfg.image_size, cfg.train_limit, cfg.test_limit, cfg.seed, cfg.data_mode)
     if key not in memo:
         memo.clear()
-        memo[key] = tuple(load_dataset(cfg.dataset, split, cfg.data_root, cfg.image_size, limit, cfg.seed,
-                                       mode=cfg.data_mode)
-                          for split, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)))
+        memo[key] = run_data(cfg)
     return memo[key]
 
 
