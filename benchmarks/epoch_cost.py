@@ -24,6 +24,7 @@ side by side in one run:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -118,7 +119,6 @@ def real_runs(profile, methods, epochs: int) -> dict[str, dict]:
         _train_parallel(jobs, len(jobs), progress=False)
         out = {}
         for m, _, _, folder in jobs:
-            import json
             hist = json.loads((folder / "history.json").read_text())
             out[m] = {"train_seconds": statistics.median(h["train_seconds"] for h in hist),
                       "epochs": len(hist)}

@@ -31,11 +31,11 @@ import torch
 
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.course.solutions import (
-    input_grad, solution_algorithm1_step, solution_fgsm, solution_linf, solution_lr_factor, solution_mixup,
+    solution_algorithm1_step, solution_fgsm, solution_linf, solution_lr_factor, solution_mixup,
     solution_mtlat_labels, solution_one_hot, solution_smooth_labels, solution_soft_cross_entropy,
     solution_targeted_fgsm, solution_tlat_labels)
 from mtlat_edu.paper import labels as L
-from mtlat_edu.paper.adversarial import fgsm, targeted_fgsm
+from mtlat_edu.paper.adversarial import fgsm, input_gradient, targeted_fgsm
 from mtlat_edu.paper.methods import two_part_loss
 from mtlat_edu.paper.mixup import mixup
 from mtlat_edu.training.config import lr_factor
@@ -291,7 +291,7 @@ def _ref_lr(steps, total_steps, milestones=(30, 60, 80), epochs_ref=90, base=0.1
 def _unclamped(attack_sign):
     def variant(model, x, eps, **kw):
         t = kw.get("y", kw.get("y_target"))
-        return (x + attack_sign * eps.view(-1, 1, 1, 1) * input_grad(model, x, t).sign()).detach()
+        return (x + attack_sign * eps.view(-1, 1, 1, 1) * input_gradient(model, x, t).sign()).detach()
     return variant
 
 

@@ -26,14 +26,6 @@ def solution_mixup(x, y_soft, lam, perm):
     return x_mix, y_mix
 
 
-def input_grad(model, x, y):
-    """The gradient of the summed cross-entropy of ``y`` with respect to the images ``x``."""
-    x = x.clone().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
-
-
 def solution_fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
     loss = F.cross_entropy(model(x), y, reduction="sum")

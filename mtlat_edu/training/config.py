@@ -61,11 +61,11 @@ def setting(default, help: str = "", *, choices=None, metavar: str | None = None
                                                         "flag": flag, "option": option})
 
 
-def option_exceptions(config=None) -> dict[str, str]:
+def option_exceptions() -> dict[str, str]:
     """``{field: why}`` for the fields without a generated option of their own name (``setting(option=...)``,
     or a ``flag`` such as ``--no-amp``)."""
     out = {}
-    for f in dataclasses.fields(config or TrainConfig):
+    for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
         if meta.get("option") or meta.get("flag"):
             out[f.name] = meta.get("option") or f"{meta['flag']} turns it off"

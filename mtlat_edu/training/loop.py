@@ -113,12 +113,13 @@ def _load(cfg: TrainConfig, split: str, limit: int | None):
     return data
 
 
-def run_data(cfg: TrainConfig) -> tuple:
+def run_data(cfg: TrainConfig, train=None, test=None) -> tuple:
     """``(train, test)``: the data a run of ``cfg`` trains and is tested on, its seed's class-balanced
-    subsets (``train_limit``, ``test_limit``) loaded as its ``data_mode`` says. The one loader of a
-    run's data: :func:`fit` calls it for the splits it is not given, the profiles' trainer to load a
-    seed's data once for several runs (``profiles.job_data``)."""
-    return _load(cfg, "train", cfg.train_limit), _load(cfg, "test", cfg.test_limit)
+    subsets (``train_limit``, ``test_limit``) loaded as its ``data_mode`` says (a split given here is
+    kept). The one loader of a run's data: :func:`fit` calls it for the splits it is not given, the
+    profiles' trainer to load a seed's data once for several runs (``profiles.job_data``)."""
+    return (_load(cfg, "train", cfg.train_limit) if train is None else train,
+            _load(cfg, "test", cfg.test_limit) if test is None else test)
 
 
 def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | None = None,
@@ -150,12 +151,7 @@ def fit(cfg: TrainConfig, out_dir=None, train_data: ImageData | FileImageData | 
     check_int(stop_after, "stop_after", optional=True, what="run to the end")
     D.init(D.local_device(cfg.resolved_device()))
     D.check_batch_split(cfg.batch_size, D.world_size(), cfg.method in ADVERSARIAL)
-    if train_data is None and test_data is None:
-        train_data, test_data = run_data(cfg)
-    elif train_data is None:
-        train_data = _load(cfg, "train", cfg.train_limit)
-    elif test_data is None:
-        test_data = _load(cfg, "test", cfg.test_limit)
+    train_data, test_data = run_data(cfg, train_data, test_data)
     for name, data in (("train_data", train_data), ("test_data", test_data)):
         if not isinstance(data, (ImageData, FileImageData)):
             raise ValueError(f"{name}: expected an ImageData or FileImageData (data.load_dataset) or None, "
