@@ -34,3 +34,27 @@ def test_bad_model_arguments():
         build_model("vit")
     with pytest.raises(ValueError, match="num_classes"):
         build_model("small_cnn", 1)
+
+
+def test_models_are_channels_last_and_compute_what_nchw_computes():
+    """build_model returns convolution weights in channels-last order (issue 23: the CPU kernels are
+    faster); the order survives a state-dict round trip and the function is the NCHW one's."""
+    from mtlat_edu.benchmark.suite import weights_identity
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn").eval()
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    nchw = build_model("small_cnn").to(memory_format=torch.contiguous_format).eval()
+    nchw.load_state_dict(model.state_dict())
+    assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, torch.nn.Conv2d))
+    again = build_model("small_cnn").eval()
+    again.load_state_dict(nchw.state_dict())  # an NCHW checkpoint loads into channels-last weights
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in again.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), nchw(x)
+    assert a.shape == (8, 10) and torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    # the benchmark cache's model key reads values, not memory layout
+    assert weights_identity(model) == weights_identity(nchw) == weights_identity(again)
