@@ -38,7 +38,7 @@ from mtlat_edu.models import MODELS
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training import fit
 from mtlat_edu.training.config import TrainConfig, field_value, option_exceptions
-from mtlat_edu.training.profiles import PROFILES, check_seeds, get_profile, train_seeds
+from mtlat_edu.training.profiles import FIXED_SETTINGS, PROFILES, check_seeds, check_settings, get_profile, train_seeds
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder, train_group
 from mtlat_edu.training.step_cost import step_table, time_steps
 
@@ -53,10 +53,6 @@ def add_runs_arg(p: argparse.ArgumentParser, help: str) -> None:
 # other field is an option ``--field-name`` with the field's default: tests/test_cli_config.py checks it).
 TRAIN_OPTION_EXCEPTIONS = option_exceptions()
 
-# Fields ``train-profile`` does not take: the run's method and seed (--methods, --seeds), what makes
-# the profile (its data and model: another profile), and its robustness record (Profile.tracked_*).
-PROFILE_FIXED = ("method", "seed", "dataset", "model", "data_root", "track_robustness", "track_attacks",
-                 "track_corruption", "track_every")
 
 
 def add_setting_options(p: argparse.ArgumentParser, skip=(), from_profile: bool = False) -> None:
@@ -142,24 +138,30 @@ def add_train_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K", help="default: the profile's")
     p.add_argument("--no-surrogate", action="store_true", help="skip the VGG surrogate of the black-box attacks")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the profile's)")
+    add_profile_settings(p)
+
+
+def add_profile_settings(p: argparse.ArgumentParser, device: bool = True) -> None:
+    """The training settings of a profile's runs (``train-profile``, ``reproduce``): one option per
+    TrainConfig field but :data:`~mtlat_edu.training.profiles.FIXED_SETTINGS` (and ``--device`` when
+    the command has its own), default the profile's."""
     group = p.add_argument_group(
         "training settings", "each defaults to the profile's (the paper's recipe where the profile says nothing); "
         "one that changes the weights (e.g. --eps-max, --lr, --epochs) makes other runs: give them their own --runs")
-    add_setting_options(group, skip=PROFILE_FIXED, from_profile=True)
+    add_setting_options(group, skip=FIXED_SETTINGS + (() if device else ("device",)), from_profile=True)
 
 
 def profile_overrides(args) -> dict:
-    """The training settings ``train-profile`` was given (``{field: value}``; the device apart)."""
-    return {k: v for k, v in setting_values(args, skip=PROFILE_FIXED).items() if k != "device"}
+    """The training settings ``train-profile`` or ``reproduce`` was given (``{field: value}``; the device apart)."""
+    return {k: v for k, v in setting_values(args, skip=FIXED_SETTINGS).items() if k != "device"}
 
 
 def cmd_train_profile(args) -> int:
     """Train a profile's runs (every method and seed, and the surrogate) the way ``make reproduce``
     and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
     profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
-    overrides, device = profile_overrides(args), args.device or "auto"
-    for method in args.methods or profile.methods:  # every setting checked before anything trains
-        profile.train_config(method, device=device, **overrides).validate()
+    device = args.device or "auto"
+    overrides = check_settings(profile, profile_overrides(args), device, args.methods)  # before anything trains
     train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
                 device=device, **overrides)
     if D.is_main():
@@ -292,6 +294,7 @@ def add_reproduce_args(p) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, ...")
     add_runs_arg(p, "root of the run folders: <runs>/<profile>/<method>/seed<k>")
     p.add_argument("--runs-root", dest="runs", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its former name
+    add_profile_settings(p, device=False)  # passed to the notebooks as their ``settings`` parameter
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
                    help="training seeds (default: the profile's); with several, the tables show mean ± std and the "
                         "claims are judged against that spread")
@@ -313,7 +316,7 @@ def cmd_reproduce(args) -> int:
                            runs_root=args.runs, data_root=args.data_root, threads=args.threads,
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
                            extra_parameters={"seeds": seeds}, progress=not args.no_progress,
-                           reproduce=not args.use_shipped)
+                           reproduce=not args.use_shipped, settings=profile_overrides(args))
     if report.ok and not args.use_shipped:
         print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs, (seeds or [0])[0])))
     claims = report.out / "benchmark" / "claims.json"
@@ -383,8 +386,8 @@ def main(argv=None) -> int:
         with D.session(D.local_device(resolve_device(args.device))):  # torchrun: one process group per command
             return {"train": cmd_train, "train-profile": cmd_train_profile, "evaluate": cmd_evaluate}[args.command](args)
     except KeyboardInterrupt:
-        print(f"mtlat-edu: interrupted (Ctrl-C); every file written is complete: run the same command again to "
-              f"resume", file=sys.stderr)
+        print("mtlat-edu: interrupted (Ctrl-C); every file written is complete: run the same command again to "
+              "resume", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as exc:  # OSError: FileNotFoundError, io.WriteError, permissions
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]

@@ -115,6 +115,31 @@ def test_a_setting_declared_once_reaches_both_commands_and_the_profile(monkeypat
     assert (cfg.toy_setting, cfg.eps_max, cfg.amp, cfg.epochs, cfg.model) == (7, 0.01, False, smoke.epochs, smoke.model)
     assert smoke.train_config("mtlat").toy_setting == 3  # not given: the field's default
     assert cli.profile_overrides(parser.parse_args(["train-profile", "--profile", "smoke"])) == {}
+    # reproduce takes it too, and hands it on to the notebooks' ``settings`` after one check
+    args = parser.parse_args(["reproduce", "--profile", "smoke", "--toy-setting", "9", "--lr", "0.01"])
+    assert cli.profile_overrides(args) == {"toy_setting": 9, "lr": 0.01} and args.device == "auto"
+    assert profiles.check_settings(smoke, cli.profile_overrides(args)) == {"toy_setting": 9, "lr": 0.01}
+    assert cli.profile_overrides(parser.parse_args(["reproduce"])) == {}
+
+
+def test_settings_are_checked_once_where_they_enter():
+    """check_settings: the fields a profile fixes, unknown names and bad values are refused with the
+    name; lists become tuples; every run of the profile (methods and surrogate) is checked."""
+    from mtlat_edu.training.profiles import check_settings
+    smoke = get_profile("smoke")
+    assert check_settings(smoke, None) == {} and check_settings(smoke, {}) == {}
+    assert check_settings(smoke, {"eps_max": 0.01, "manifold_layers": [0, 1]}) == {"eps_max": 0.01,
+                                                                                   "manifold_layers": (0, 1)}
+    with pytest.raises(ValueError, match="settings: 'model' comes from the profile or the course; the settings are"):
+        check_settings(smoke, {"model": "resnet18"})
+    with pytest.raises(ValueError, match="settings: 'epsmax' is not a training setting"):
+        check_settings(smoke, {"epsmax": 0.01})
+    with pytest.raises(ValueError, match="eps_max"):
+        check_settings(smoke, {"eps_max": -0.5})
+    with pytest.raises(ValueError, match="batch_size"):  # the adversarial methods split each batch in two
+        check_settings(smoke, {"batch_size": 7})
+    with pytest.raises(ValueError, match="settings: expected a dict"):
+        check_settings(smoke, [("eps_max", 0.01)])
 
 
 def test_train_profile_takes_the_method_settings_and_checks_them_before_training(capsys, tmp_path):
@@ -126,3 +151,18 @@ def test_train_profile_takes_the_method_settings_and_checks_them_before_training
     assert cli.main(["train-profile", "--profile", "smoke", "--runs", str(tmp_path), "--eps-max", "1.5"]) == 2
     assert "--eps-max: " in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_reproduce_hands_its_settings_to_the_training_and_every_notebook(tmp_path, monkeypatch):
+    from mtlat_edu.course import runner
+    seen = {}
+    monkeypatch.setattr(runner, "ensure_kernel", lambda name: None)
+    monkeypatch.setattr(runner, "_execute_all", lambda paths, exec_dir, params, *a: seen.update(params=params))
+    monkeypatch.setattr(runner, "train_course", lambda prof, runs, **kw: seen.update(train=kw) or [])
+    runner.run_notebooks("smoke", out=tmp_path / "o", notebooks=["05"], runs_root=tmp_path / "r",
+                         settings={"eps_max": 0.01, "manifold_layers": (0, 1)}, log=lambda s: None)
+    assert seen["params"]["settings"] == {"eps_max": 0.01, "manifold_layers": [0, 1]}  # JSON for papermill
+    assert seen["train"]["eps_max"] == 0.01 and seen["train"]["manifold_layers"] == (0, 1)
+    with pytest.raises(ValueError, match="settings: 'model' comes from the profile"):
+        runner.run_notebooks("smoke", out=tmp_path / "o2", settings={"model": "vgg"}, log=lambda s: None)
+    assert not (tmp_path / "o2").exists()  # refused before anything was written

@@ -46,7 +46,7 @@ def test_imagefolder_and_cache(tmp_path, monkeypatch):
     assert torch.equal(d.images[0], png)
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     # the second load comes from the cache: decoding is not called again
-    monkeypatch.setattr(mdata, "decode_files", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(mdata.sources, "decode_files", lambda *a, **k: pytest.fail("decoded again"))
     d2 = load_dataset("imagefolder", "test", tmp_path / "tree")
     assert torch.equal(d.images, d2.images)
 

@@ -206,10 +206,10 @@ def test_streaming_yields_the_in_memory_batches(jpeg_tree, monkeypatch):
             assert xb.dtype == torch.float32 and xb.shape == (6, 3, 16, 16)
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # "auto" streams above the size threshold only
-    monkeypatch.setattr(mdata, "STREAM_BYTES", 30 * 3 * 16 * 16 - 1)
+    monkeypatch.setattr(mdata.sources, "STREAM_BYTES", 30 * 3 * 16 * 16 - 1)
     assert isinstance(mdata.load_dataset("imagefolder", "train", jpeg_tree, limit=30, seed=1, mode="auto"),
                       mdata.FileImageData)
-    monkeypatch.setattr(mdata, "STREAM_BYTES", 30 * 3 * 16 * 16)
+    monkeypatch.setattr(mdata.sources, "STREAM_BYTES", 30 * 3 * 16 * 16)
     assert isinstance(mdata.load_dataset("imagefolder", "train", jpeg_tree, limit=30, seed=1, mode="auto"),
                       mdata.ImageData)
 

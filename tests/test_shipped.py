@@ -165,6 +165,26 @@ def test_session_uses_a_shipped_model_only_where_the_run_folder_has_none(runs, p
         session.setup("smoke", device="cpu", runs_root=empty, reproduce="yes", verbose=False)
 
 
+def test_session_settings_train_their_own_runs(pretrained, tmp_path):
+    """A notebook's ``settings`` (the reproduce options) reach its runs; the shipped models, trained
+    with the profile's settings, never stand in for them."""
+    own = tmp_path / "own"
+    S = session.setup("smoke", device="cpu", runs_root=own, output_dir=tmp_path / "out", shipped_root=pretrained,
+                      verbose=False, settings={"eps_max": 0.01, "lr": 0.004})
+    assert S.settings == {"eps_max": 0.01, "lr": 0.004} and not S.uses_shipped
+    assert S.shipped_entry("mtlat") is None and S.run_status("mtlat") == "missing"
+    assert (S.config().eps_max, S.config("standard").lr, S.config().epochs) == (0.01, 0.004, SMOKE.epochs)
+    assert "settings    eps_max=0.01, lr=0.004 (the profile's otherwise)" in S.describe()
+    res = S.train(["mtlat"], surrogate=False, progress=False)["mtlat"]
+    assert (res.config.eps_max, res.config.lr) == (0.01, 0.004)
+    saved = json.loads((run_dir(SMOKE, own, "mtlat") / "config.json").read_text())
+    assert (saved["eps_max"], saved["lr"], saved["epochs"]) == (0.01, 0.004, SMOKE.epochs)
+    plain = session.setup("smoke", device="cpu", runs_root=own, shipped_root=pretrained, verbose=False)
+    assert plain.settings == {} and plain.config().eps_max == 0.025 and plain.uses_shipped
+    with pytest.raises(ValueError, match="settings: 'seed' comes from the profile or the course"):
+        session.setup("smoke", device="cpu", runs_root=own, settings={"seed": 3}, verbose=False)
+
+
 def test_cli_ship_and_check(runs, tmp_path, capsys):
     root = tmp_path / "pretrained"
     rc = cli.main(["ship", "--profile", "smoke", "--runs", str(runs), "--methods", "standard", "--no-surrogate",

@@ -129,8 +129,8 @@ def test_only_the_packages_own_temporary_files_are_cleaned(tmp_path):
 
 def test_an_installed_copy_caches_in_the_user_cache_and_creates_nothing_offline(tmp_path, monkeypatch):
     site = tmp_path / "venv" / "lib" / "site-packages"
-    monkeypatch.setattr(D, "REPO_DATA", site / "data")
-    monkeypatch.setattr(D, "SHARED_CIFAR", tmp_path / "nowhere")
+    monkeypatch.setattr(D.sources, "REPO_DATA", site / "data")
+    monkeypatch.setattr(D.sources, "SHARED_CIFAR", tmp_path / "nowhere")
     monkeypatch.delenv("MTLAT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert not D.source_checkout()
@@ -150,7 +150,7 @@ def test_an_installed_copy_caches_in_the_user_cache_and_creates_nothing_offline(
 
 
 def test_a_source_checkout_keeps_data_cache():
-    assert D.source_checkout() and D.data_home() == D.REPO_DATA
+    assert D.source_checkout() and D.data_home() == D.sources.REPO_DATA
 
 
 # ------------------------------------------------------------------------------------------------

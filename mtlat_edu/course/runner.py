@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.course.session import NOTEBOOK_DIR
-from mtlat_edu.training.profiles import PROFILES, get_profile, train_course
+from mtlat_edu.training.profiles import PROFILES, Profile, check_settings, get_profile, train_course
 from mtlat_edu.training.runs import DEFAULT_RUNS
 
 NOTEBOOKS: tuple[str, ...] = (
@@ -164,7 +164,7 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
                   runs_root=DEFAULT_RUNS, data_root=None, kernel_name: str = KERNEL_NAME,
                   notebook_folder=None, cell_timeout: int | None = None, log: Callable[[str], None] = print,
                   extra_parameters: dict | None = None, threads: int | None = None,
-                  progress: bool = False, reproduce: bool = True) -> ReproduceReport:
+                  progress: bool = False, reproduce: bool = True, settings: dict | None = None) -> ReproduceReport:
     """Execute the course notebooks in order with papermill; stop at the first failure.
 
     Executed copies go to ``<out>/notebooks/``, the notebooks' results to ``<out>/<notebook>/`` and
@@ -174,7 +174,10 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     small shared CPU, where several processes compete for the cores). ``progress`` shows one
     progress bar over the notebooks (``mtlat-edu reproduce``) instead of a line per notebook.
     ``reproduce`` (the notebooks' parameter): True trains every missing run from scratch, False lets
-    the shipped models stand in for them (:mod:`mtlat_edu.course.shipped`).
+    the shipped models stand in for them (:mod:`mtlat_edu.course.shipped`). ``settings``: training
+    settings that differ from the profile's (``{"eps_max": 0.05}``, the ``reproduce`` options; checked
+    here, :func:`~mtlat_edu.training.profiles.check_settings`), used by the training step and passed
+    to every notebook as its ``settings`` parameter.
     """
     import papermill  # noqa: F401  (fail early, before any work, when papermill is missing)
 
@@ -182,6 +185,8 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     checks.resolve_device(device)  # a bad device fails here, not inside the first notebook
     checks.check_int(threads, "threads", 1, optional=True, what="the kernels' default")
     checks.check_int(cell_timeout, "cell_timeout", 1, optional=True, what="no limit")
+    prof = get_profile(profile, **({"data_root": str(Path(data_root).expanduser().resolve())} if data_root else {}))
+    settings = check_settings(prof, settings, device)  # before any notebook or training
     folder = Path(notebook_folder or NOTEBOOK_DIR).resolve()
     paths = select_notebooks(notebooks, folder)
     out = Path(out or Path("output") / profile).expanduser().resolve()
@@ -190,14 +195,15 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     ensure_kernel(kernel_name)
     params = {"profile": profile, "device": device, "runs_root": str(Path(runs_root).expanduser().resolve()),
               "output_dir": str(out), "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
-              "reproduce": bool(reproduce)}
+              "reproduce": bool(reproduce),
+              "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
     params.update(extra_parameters or {})
     log(f"mtlat-edu reproduce: profile {profile}, device {device}, {len(paths)} notebook(s)\n"
         f"  runs    {params['runs_root']}/{profile}\n  output  {out}")
     results: list[NotebookResult] = []
     training = None
     if reproduce and any(p.name in NEEDS_RUNS for p in paths):
-        training = _train_first(profile, params, device, log, progress)
+        training = _train_first(prof, params, settings, device, log, progress)
     saved_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if threads:
         os.environ.update({k: str(int(threads)) for k in saved_env})
@@ -229,14 +235,14 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     return report
 
 
-def _train_first(profile: str, params: dict, device: str, log, progress: bool) -> dict:
-    """Train every missing run of the course (:func:`~mtlat_edu.training.profiles.train_course`)
-    before the first notebook; ``{"seconds", "trained": [run folders]}`` for ``reproduce.json``."""
-    prof = get_profile(profile, **({"data_root": params["data_root"]} if params["data_root"] else {}))
-    log(f"training every missing run of the course first ({profile}: its methods, the surrogate"
+def _train_first(prof: Profile, params: dict, settings: dict, device: str, log, progress: bool) -> dict:
+    """Train every missing run of the course (:func:`~mtlat_edu.training.profiles.train_course`, with
+    ``settings``) before the first notebook; ``{"seconds", "trained": [run folders]}`` for ``reproduce.json``."""
+    log(f"training every missing run of the course first ({prof.name}: its methods, the surrogate"
         + (f", {prof.short_profile}'s standard and mixup" if prof.short_profile else "") + ")")
     t0 = time.perf_counter()
-    trained = train_course(prof, params["runs_root"], seeds=params.get("seeds"), device=device, progress=progress)
+    trained = train_course(prof, params["runs_root"], seeds=params.get("seeds"), device=device, progress=progress,
+                           **settings)
     seconds = round(time.perf_counter() - t0, 1)
     log(f"      {len(trained)} run(s) trained in {seconds:.0f} s")
     return {"seconds": seconds, "trained": [str(out) for _, _, _, out in trained]}

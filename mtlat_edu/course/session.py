@@ -29,10 +29,11 @@ from mtlat_edu.benchmark import evaluate, run_suite
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.course import shipped as ship
 from mtlat_edu.data import REPO_ROOT
-from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, get_profile, load_profile_data, run_dir,
-                       train_seeds)
 from mtlat_edu.training.checkpoints import read_history
+from mtlat_edu.training.config import TrainConfig
 from mtlat_edu.training.loop import TrainResult, fit
+from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, check_settings, get_profile,
+                                         load_profile_data, run_dir, train_seeds)
 from mtlat_edu.training.runs import DEFAULT_RUNS, TRACKED
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"  # the course's notebooks in a source checkout
@@ -82,6 +83,7 @@ class Course:
     seeds: tuple[int, ...] = (0,)
     reproduce: bool = False              # True: never use a shipped model, train what is missing
     shipped_root: Path | None = None     # the shipped models' root (None: the package's pretrained/)
+    settings: dict = field(default_factory=dict)  # training settings that differ from the profile's (checked)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- descriptions
@@ -126,10 +128,13 @@ class Course:
             f"{self.eval_limit or 'all'}, attacks {self.attack_limit or 'all'} images"
             + (" (fewer than `mtlat-edu evaluate --profile smoke`, to keep the test short)" if p.name == "smoke" else ""),
             f"device      {device_description(self.device)}",
+            "settings    " + (", ".join(f"{k}={v}" for k, v in self.settings.items()) + " (the profile's otherwise)"
+                              if self.settings else "the profile's"),
             f"runs        {self.runs_root / p.name}  (trained models, reused when present)",
-            f"shipped     " + (f"models of {ship.profile_folder(p.name, self.shipped_root)} stand in for missing runs"
+            "shipped     " + (f"models of {ship.profile_folder(p.name, self.shipped_root)} stand in for missing runs"
                                if self.uses_shipped else "not used (" + ("reproduce=True: every run is trained"
-                               if self.reproduce else "several seeds: every run is trained") + ")"),
+                               if self.reproduce else "settings of its own: every run is trained" if self.settings
+                               else "several seeds: every run is trained") + ")"),
             f"results     {self.out_dir}",
         ]
         return "\n".join(lines)
@@ -183,8 +188,9 @@ class Course:
     # ---- runs: the run folder, else a shipped model, else train
     @property
     def uses_shipped(self) -> bool:
-        """Shipped models stand in for missing runs: not when reproducing, not with several seeds."""
-        return not self.reproduce and len(self.seeds) == 1
+        """Shipped models stand in for missing runs: not when reproducing, not with several seeds, not
+        with settings of its own (the shipped models were trained with the profile's)."""
+        return not self.reproduce and len(self.seeds) == 1 and not self.settings
 
     def shipped_entry(self, name: str, seed: int | None = None, profile: Profile | None = None,
                       group: str = ship.RUNS_GROUP, weights: bool = True) -> dict | None:
@@ -217,6 +223,7 @@ class Course:
         """``{seed: {name: TrainResult}}``: shipped runs where they stand in, the others trained
         (or reused) by :func:`~mtlat_edu.training.profiles.train_seeds`."""
         seeds = seeds or self.seeds  # checked by setup (Seeds), or by train_seeds when given here
+        overrides = {**self.settings, **overrides}  # the course's settings, checked by setup
         methods = tuple(methods or profile.methods)
         names = (*methods, *((SURROGATE,) if surrogate else ()))
         shipped = {n for n in names if self.shipped_entry(n, profile=profile, group=group, weights=weights)}
@@ -277,6 +284,11 @@ class Course:
     def models(self, methods: Sequence[str] | None = None, surrogate: bool = False, progress: bool = False):
         """``{name: model}`` in eval mode, first seed (shipped or trained first if missing)."""
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
+
+    def config(self, method: str = "mtlat") -> TrainConfig:
+        """The training settings of this course's run of ``method`` (the profile's, with the notebook's
+        ``settings``): ``S.config().eps_max`` is the training attack's largest epsilon."""
+        return self.profile.train_config(method, device=self.device, seed=self.seeds[0], **self.settings)
 
     def run_dir(self, method: str, seed: int | None = None) -> Path:
         """The run folder of ``method`` (``seed``: the course's first), ``<runs_root>/<profile>/<method>/seed<k>``
@@ -346,7 +358,7 @@ class Course:
         rows = [f"{'run':<14} {'seed':>4} {'model':<10} {'epochs':>6}  {'status':<22} folder"]
         for seed in self.seeds:
             for name in (*p.methods, SURROGATE):
-                cfg = p.surrogate_config() if name == SURROGATE else p.train_config(name)
+                cfg = p.surrogate_config(**self.settings) if name == SURROGATE else p.train_config(name, **self.settings)
                 rows.append(f"{name:<14} {seed:>4} {cfg.model:<10} {cfg.epochs:>6}  {self.run_status(name, seed):<22} "
                             f"{self.run_dir(name, seed)}")
         return "\n".join(rows)
@@ -395,14 +407,15 @@ class Course:
         """The settings of this notebook run, for a results JSON."""
         p = self.profile
         return {"profile": p.name, "dataset": p.dataset, "synthetic_data": self.synthetic, "model": p.model,
-                "epochs": p.epochs, "train_images": p.train_limit, "seeds": list(self.seeds), "device": self.device, "device_description": device_description(self.device),
+                "epochs": p.epochs, "train_images": p.train_limit, "seeds": list(self.seeds),
+                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}, "device": self.device, "device_description": device_description(self.device),
                 "runs_root": str(self.runs_root), "output_dir": str(self.output_dir), "notebook": self.notebook,
                 "torch": torch.__version__}
 
 
 def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=f"../{DEFAULT_RUNS}", output_dir=None,
           notebook: str | None = None, seed: int = 0, verbose: bool = True, seeds=None, reproduce: bool = False,
-          shipped_root=None) -> Course:
+          shipped_root=None, settings: dict | None = None) -> Course:
     """The derived settings of a notebook (its second cell).
 
     Args:
@@ -418,6 +431,11 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
         reproduce: True trains every missing run from scratch (``make reproduce``); False (default)
             lets the models shipped with the package stand in for missing runs of a one-seed course.
         shipped_root: the shipped models' root (None: the package's ``pretrained/`` folder).
+        settings: training settings that differ from the profile's, ``{TrainConfig field: value}``
+            (e.g. ``{"eps_max": 0.05}``; the ``train-profile`` / ``reproduce`` options; None or ``{}``:
+            the profile's), checked here (:func:`~mtlat_edu.training.profiles.check_settings`). With
+            settings, every run is trained (shipped models were trained with the profile's): give
+            them their own ``runs_root``.
     """
     if not isinstance(reproduce, bool):
         raise ValueError(f"reproduce: must be True (train every run) or False (use shipped models), got {reproduce!r}")
@@ -428,7 +446,7 @@ def setup(profile: str = "cpu", device: str = "auto", data_root=None, runs_root=
     seeds = check_seeds(prof.seeds if seeds is None else seeds)
     device = str(checks.resolve_device(device))  # "auto" -> "cuda" when a GPU is visible, else "cpu"
     course = Course(prof, device, _resolve(runs_root, base), out, notebook or "notebook", seed, seeds, reproduce,
-                    None if shipped_root is None else _resolve(shipped_root, base))
+                    None if shipped_root is None else _resolve(shipped_root, base), check_settings(prof, settings, device))
     course.out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if verbose:

@@ -10,17 +10,12 @@ One module per concern, each name importable from here (``from mtlat_edu.data im
   there), :class:`StreamBatches` (DataLoader workers decode each batch), :func:`batches` (either)
 * :mod:`~mtlat_edu.data.augment`  batched augmentation on the device, the registry ``AUGMENTATIONS``
 
-Setting a name here sets it in the module that reads it: ``mtlat_edu.data.MAX_IMAGE_PIXELS = ...``
-raises the decoder's limit and ``mtlat_edu.data.STREAM_BYTES = ...`` moves ``"auto"``'s threshold
-(and a test's ``monkeypatch.setattr(mtlat_edu.data, ...)`` reaches the code), as when the package
-was one module.
+A setting is set in its home module, the one that reads it: ``mtlat_edu.data.files.MAX_IMAGE_PIXELS = ...``
+raises the decoder's limit, ``mtlat_edu.data.sources.STREAM_BYTES = ...`` moves ``"auto"``'s threshold
+(the names re-exported here are copies of the values at import).
 """
 from __future__ import annotations
 
-import sys
-import types
-
-from mtlat_edu.data import augment, batching, files, sources
 from mtlat_edu.data.augment import AUGMENTATIONS, flip_crop
 from mtlat_edu.data.batching import DeviceBatches, FileListDataset, StreamBatches, batches
 from mtlat_edu.data.files import (IMAGE_FORMATS, IMG_EXTENSIONS, MAX_IMAGE_PIXELS, ImageFileError, check_same_classes,
@@ -40,17 +35,3 @@ __all__ = [
     "load_dataset", "load_imagefolder", "load_imagenet100", "load_synthetic", "make_synthetic", "source_checkout",
     "user_cache_dir",
 ]
-_MODULES = (files, sources, batching, augment)
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value) -> None:
-        if name in __all__:  # rebind it wherever a module of the package holds it (its home and its importers)
-            old = getattr(self, name)
-            for module in _MODULES:
-                if getattr(module, name, None) is old:
-                    setattr(module, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -144,12 +144,12 @@ def decode_image(path: str, size: int | None = None) -> torch.Tensor:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ImageFileError(f"{path}: image of {w} x {h} pixels, more than the limit of {MAX_IMAGE_PIXELS:,} "
-                                     "(mtlat_edu.data.MAX_IMAGE_PIXELS); resize it, or raise the limit if you trust it")
+                                     "(mtlat_edu.data.files.MAX_IMAGE_PIXELS); resize it, or raise the limit if you trust it")
             img = v2.functional.pil_to_tensor(im.convert("RGB"))
     except ImageFileError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageFileError(f"{path}: image of more than {MAX_IMAGE_PIXELS:,} pixels (mtlat_edu.data.MAX_IMAGE_PIXELS; "
+        raise ImageFileError(f"{path}: image of more than {MAX_IMAGE_PIXELS:,} pixels (mtlat_edu.data.files.MAX_IMAGE_PIXELS; "
                              f"a decompression bomb for Pillow: {str(exc).split(',')[0]}); resize it") from None
     except UnidentifiedImageError:
         empty = os.path.exists(path) and os.path.getsize(path) == 0

@@ -99,7 +99,8 @@ class TrainConfig:
     seed: int = setting(0, option="--seed, or --seeds for several runs")
     device: str = setting("auto", "cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     amp: bool = setting(True, "bf16 autocast on the fast path", flag="--no-amp")
-    channels_last: bool = setting(True, option="part of the fast path (--fast-path)")
+    channels_last: bool = setting(True, option="part of the fast path (--fast-path): the batches in channels-last "
+                                  "order (the weights always are, build_model)")
     compile: bool = setting(False, "torch.compile the model (with the fast path)")
     eval_batch_size: int = setting(1000, option="the test-set batch: no effect on the results")
     fast_path: str = setting("auto", "bf16 autocast, channels_last, --compile: auto = on CUDA only; on = also on "

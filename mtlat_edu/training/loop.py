@@ -6,7 +6,8 @@ continues to the same weights an uninterrupted run reaches (on the CPU, bit for 
 on a finished run returns at once (notebooks do not retrain).
 
 On CUDA the fast path is used: data resident on the GPU as uint8 (:class:`DeviceBatches`),
-bf16 autocast, channels_last, optional ``torch.compile``, and no host synchronisation inside an
+bf16 autocast, channels_last batches (the weights are channels-last on every device:
+:func:`~mtlat_edu.models.build_model`), optional ``torch.compile``, and no host synchronisation inside an
 epoch (the running loss is summed on the device). ``fast_path="on"`` runs that same code on the
 CPU (the tests do), ``"off"`` turns it off on a GPU.
 
@@ -212,8 +213,6 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     model = build_model(cfg.model, num_classes).to(device)
     if cfg.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if fast and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the same global order on every rank
     step_gen = torch.Generator(device=device).manual_seed(D.rank_seed(cfg.seed, rank))

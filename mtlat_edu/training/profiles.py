@@ -32,9 +32,9 @@ from mtlat_edu.core import distributed as D
 from mtlat_edu.core.checks import resolve_device
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.data import ImageData, load_dataset
-from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS
+from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS  # noqa: F401  (re-exported)
 from mtlat_edu.training.checkpoints import load_checkpoint
-from mtlat_edu.training.config import TrainConfig
+from mtlat_edu.training.config import TrainConfig, field_value
 from mtlat_edu.training.loop import TrainResult, fit, run_data
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 
@@ -44,6 +44,11 @@ from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 # the methods' registry entries (registered with future=True or not).
 SURROGATE = "vgg_surrogate"
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # what a profile passes on
+# TrainConfig fields that a profile's runs do not take from settings: the run's method and seed (--methods,
+# --seeds), what makes the profile (its data and model: another profile) and its robustness record
+# (Profile.tracked_*); the device is a setting of its own (--device, the notebooks' ``device``).
+FIXED_SETTINGS = ("method", "seed", "dataset", "model", "data_root", "track_robustness", "track_attacks",
+                  "track_corruption", "track_every")
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,30 @@ def _train_missing(jobs, device: str, progress: bool, workers: int | None) -> li
             job_data(cfg, {})  # decode (and cache) each split once, before any worker starts
         _train_parallel(todo, workers, progress)
     return todo
+
+
+def check_settings(profile: Profile, settings=None, device: str = "auto", methods=None) -> dict:
+    """Training settings that differ from the profile's (``{TrainConfig field: value}``: the options of
+    ``train-profile`` and ``reproduce``, the notebooks' ``settings`` parameter), checked once where they
+    enter: each a field of :class:`TrainConfig` that the profile does not fix (:data:`FIXED_SETTINGS`,
+    the device), and every run of the profile (``methods``, default its own, and the surrogate) valid
+    with them. Returns them as the dataclass holds them (lists as tuples). A setting that changes
+    the weights (``eps_max``, ``lr``, ``epochs``, ...) makes other runs: give them their own runs root."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"settings: expected a dict of training settings, e.g. {{'eps_max': 0.05}}, got {settings!r}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    allowed = sorted(fields - set(FIXED_SETTINGS) - {"device"})
+    for name in settings:
+        if name not in allowed:
+            why = "comes from the profile or the course" if name in fields else "is not a training setting"
+            raise ValueError(f"settings: {name!r} {why}; the settings are {', '.join(allowed)}")
+    settings = {k: field_value(v) for k, v in settings.items()}
+    for method in methods or profile.methods:
+        profile.train_config(method, device=device, **settings).validate()
+    profile.surrogate_config(device=device, **settings).validate()
+    return settings
 
 
 def course_jobs(profile: Profile, runs_root=DEFAULT_RUNS, seeds=None, device: str = "auto", **overrides) -> list:
