@@ -64,13 +64,20 @@ def test_a_bad_option_is_refused_once_with_its_name(capsys):
 
 
 def test_a_profile_passes_every_shared_field_to_its_runs():
-    p = Profile("t", dataset="synthetic", model="small_cnn", epochs=3, batch_size=10, data_root="/d", image_size=16,
-                train_limit=50, test_limit=20, augment="flipcrop")
+    template = TrainConfig(dataset="synthetic", model="small_cnn", epochs=3, batch_size=10, data_root="/d",
+                           image_size=16, train_limit=50, test_limit=20, augment="flipcrop", eps_max=0.01, lr=0.003)
+    p = Profile("t", template, seeds=(4,))
     cfg = p.train_config("mixup", seed=2)
     assert (cfg.method, cfg.dataset, cfg.model, cfg.epochs, cfg.batch_size, cfg.data_root, cfg.image_size,
-            cfg.train_limit, cfg.test_limit, cfg.augment, cfg.seed) == \
-        ("mixup", "synthetic", "small_cnn", 3, 10, "/d", 16, 50, 20, "flipcrop", 2)
+            cfg.train_limit, cfg.test_limit, cfg.augment, cfg.seed, cfg.eps_max, cfg.lr) == \
+        ("mixup", "synthetic", "small_cnn", 3, 10, "/d", 16, 50, 20, "flipcrop", 2, 0.01, 0.003)
+    assert p.train_config("mtlat").seed == 4 and template.method == "mtlat" and template.seed == 0  # a copy
+    assert (p.dataset, p.epochs, p.train_limit) == ("synthetic", 3, 50)  # the template's fields, read through
     assert get_profile("cpu").surrogate_config().model == "vgg_small"
+    # get_profile's overrides: a training setting goes to the template, a profile field to the profile
+    q = get_profile("smoke", train_limit=128, seeds=(0, 1), data_root="/x")
+    assert (q.train.train_limit, q.train_limit, q.seeds, q.data_root) == (128, 128, (0, 1), "/x")
+    assert get_profile("smoke").train_limit == 768 and get_profile("smoke").seeds == (0,)
 
 
 def test_one_runs_option_and_one_run_folder_layout(tmp_path):
@@ -101,6 +108,8 @@ def test_a_setting_declared_once_reaches_both_commands_and_the_profile(monkeypat
         "TrainConfig", [("toy_setting", int, C.setting(3, "a toy setting", metavar="T"))], bases=(TrainConfig,))
     monkeypatch.setattr(cli, "TrainConfig", toy)
     monkeypatch.setattr(profiles, "TrainConfig", toy)
+    real = get_profile("smoke")  # a profile's template is a TrainConfig: it holds the new field with its default
+    smoke = dataclasses.replace(real, train=toy(**dataclasses.asdict(real.train)))
     parser, train = _train_parser()
     option = {o: a for a in train._actions for o in a.option_strings}["--toy-setting"]
     assert (option.default, option.help, option.type, option.metavar) == (3, "a toy setting", int, "T")
@@ -110,7 +119,6 @@ def test_a_setting_declared_once_reaches_both_commands_and_the_profile(monkeypat
                               "--no-amp", "--manifold-layers", "0", "1"])
     overrides = cli.profile_overrides(args)
     assert overrides == {"toy_setting": 7, "eps_max": 0.01, "amp": False, "manifold_layers": (0, 1)}
-    smoke = get_profile("smoke")
     cfg = smoke.train_config("mtlat", **overrides)
     assert (cfg.toy_setting, cfg.eps_max, cfg.amp, cfg.epochs, cfg.model) == (7, 0.01, False, smoke.epochs, smoke.model)
     assert smoke.train_config("mtlat").toy_setting == 3  # not given: the field's default

@@ -17,7 +17,6 @@ that spread (:mod:`.claims`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -244,7 +243,7 @@ def evaluate(models=(), *, profile: str | None = None, runs=DEFAULT_RUNS, surrog
         files = dict(suites[seeds[0]].files) if single else {}
         row_seeds = {m: [k for k in seeds if m in tables[k].index] for m in mean.index}
         files.update(write_tables(mean, out_root, reference, meta, std=std, seeds=row_seeds))
-        profile_info = dataclasses.asdict(prof) if prof else {"models": [str(m) for m in models]}
+        profile_info = prof.record() if prof else {"models": [str(m) for m in models]}
         d = suites[seeds[0]].meta["data"]
         images = {"clean_images": d["clean_images"], "eval_images": d["eval_images"],
                   "attack_images": d["attack_images"], "severities": len(tuple(severities))}

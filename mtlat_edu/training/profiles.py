@@ -43,7 +43,7 @@ from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 # with mtlat (and standard) by the multi-seed run of docs/future.md and notebook 10. Both are views of
 # the methods' registry entries (registered with future=True or not).
 SURROGATE = "vgg_surrogate"
-TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # what a profile passes on
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))  # the fields of a profile's template
 # TrainConfig fields that a profile's runs do not take from settings: the run's method and seed (--methods,
 # --seeds), what makes the profile (its data and model: another profile) and its robustness record
 # (Profile.tracked_*); the device is a setting of its own (--device, the notebooks' ``device``).
@@ -53,19 +53,17 @@ FIXED_SETTINGS = ("method", "seed", "dataset", "model", "data_root", "track_robu
 
 @dataclass(frozen=True)
 class Profile:
+    """A named set of runs. ``train`` is the template of every run's :class:`TrainConfig` (the data,
+    the model and the schedule; each run sets its method, seed and robustness record on a copy,
+    :meth:`train_config`): one record of the training settings, with one default per field. The other
+    fields say which runs the profile has and how the course and the benchmark read them. The
+    template's data and model fields read through the profile (``profile.dataset`` is
+    ``profile.train.dataset``)."""
     name: str
-    dataset: str
-    model: str
-    epochs: int
-    batch_size: int
-    data_root: str | None = None
-    image_size: int | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None        # clean test accuracy during training
+    train: TrainConfig
     eval_limit: int | None = None        # images of the robustness benchmark (corruptions)
     attack_limit: int | None = None      # images attacked (white-box attacks are the slow part)
-    augment: str = "none"
-    surrogate_epochs: int | None = None  # defaults to ``epochs``
+    surrogate_epochs: int | None = None  # defaults to ``train.epochs``
     surrogate_model: str = "vgg"
     methods: tuple[str, ...] = TABLE_METHODS
     seeds: tuple[int, ...] = (0,)       # one run folder per method and seed; tables show mean +- std
@@ -92,12 +90,32 @@ class Profile:
             return {}
         return self.tracking_settings()
 
+    # the template's fields that the course, the benchmark and the notebooks read through the profile
+    dataset = property(lambda self: self.train.dataset)
+    model = property(lambda self: self.train.model)
+    epochs = property(lambda self: self.train.epochs)
+    batch_size = property(lambda self: self.train.batch_size)
+    data_root = property(lambda self: self.train.data_root)
+    image_size = property(lambda self: self.train.image_size)
+    train_limit = property(lambda self: self.train.train_limit)
+    test_limit = property(lambda self: self.train.test_limit)
+    augment = property(lambda self: self.train.augment)
+
+    def record(self) -> dict:
+        """The profile as one flat JSON-ready dict (its name, the template's data, model and schedule,
+        its own fields): what ``claims.json`` records of the profile it judged."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
+        shown = ("dataset", "model", "epochs", "batch_size", "data_root", "image_size", "train_limit", "test_limit",
+                 "augment")
+        return {"name": self.name, **{k: getattr(self.train, k) for k in shown},
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in own.items() if k != "name"}}
+
     def train_config(self, method: str, **overrides) -> TrainConfig:
-        """The :class:`TrainConfig` of ``method`` under this profile (with its :meth:`tracking`)."""
+        """The :class:`TrainConfig` of ``method`` under this profile: a copy of the template with the
+        method, the profile's first seed and the run's :meth:`tracking`, then ``overrides``."""
         METHODS.check(method)
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in TRAIN_FIELDS}
-        cfg = TrainConfig(method=method, **shared, **self.tracking(method, overrides.get("seed", self.seeds[0])))
-        return dataclasses.replace(cfg, **overrides)
+        seed = overrides.get("seed", self.seeds[0])
+        return dataclasses.replace(self.train, **{"method": method, "seed": seed, **self.tracking(method, seed), **overrides})
 
     def surrogate_config(self, **overrides) -> TrainConfig:
         """The VGG surrogate of the black-box attacks: trained with ``standard`` on the same data."""
@@ -112,35 +130,40 @@ TRACKED_METHODS = ("standard", "fgsm", "mtlat")
 PROFILES = Registry("profile")  # name -> Profile, described by its description
 for _profile in (
     Profile(
-        "smoke", dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, train_limit=768,
-        test_limit=200, eval_limit=64, attack_limit=32, tracked_methods=TRACKED_METHODS, tracked_images=16,
+        "smoke", TrainConfig(dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, train_limit=768,
+                             test_limit=200),
+        eval_limit=64, attack_limit=32, tracked_methods=TRACKED_METHODS, tracked_images=16,
         description="generated data, seconds on a CPU: checks that everything runs (not real data)"),
     # The paper's regime on a laptop CPU, chosen by experiment (docs/regime.md): no augmentation,
     # trained until the standard model's test accuracy has plateaued.
     Profile(
-        "cpu", dataset="cifar10", model="small_cnn", epochs=30, batch_size=128, train_limit=5000,
-        test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small", short_profile="cpu_short",
+        "cpu", TrainConfig(dataset="cifar10", model="small_cnn", epochs=30, batch_size=128, train_limit=5000,
+                           test_limit=2000),
+        eval_limit=1000, attack_limit=500, surrogate_model="vgg_small", short_profile="cpu_short",
         tracked_methods=TRACKED_METHODS, tracked_every=3,
         description="CIFAR-10, 5k training images, a small CNN, the paper's regime (no augmentation, "
                     "trained to a plateau): a 2-core CPU in under an hour"),
     # The former default: under-trained (6 epochs); notebook 05 contrasts it with ``cpu``.
     Profile(
-        "cpu_short", dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
-        test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
+        "cpu_short", TrainConfig(dataset="cifar10", model="small_cnn", epochs=6, batch_size=128, train_limit=10000,
+                                 test_limit=2000),
+        eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
         description="CIFAR-10, 10k training images, 6 epochs: the under-trained regime (notebook 05)"),
     # One larger point of the paper's regime (docs/claims.md, "Is (a) a matter of scale?"), chosen
     # before any result: ``cpu`` with the CNN at twice the width, the three methods of claim (a).
     Profile(
-        "cpu_wide", dataset="cifar10", model="small_cnn_wide", epochs=30, batch_size=128, train_limit=5000,
-        test_limit=2000, eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
+        "cpu_wide", TrainConfig(dataset="cifar10", model="small_cnn_wide", epochs=30, batch_size=128,
+                                train_limit=5000, test_limit=2000),
+        eval_limit=1000, attack_limit=500, surrogate_model="vgg_small",
         methods=("standard", "mixup", "mtlat"), seeds=(0, 1, 2),
         description="the cpu profile with a CNN of twice the width (4x the parameters), standard / mixup / "
                     "mtlat, seeds 0-2: claim (a) at a larger capacity"),
     Profile(
-        "cifar10", dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop",
-        surrogate_epochs=10, tracked_methods=TRACKED_METHODS, description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
+        "cifar10", TrainConfig(dataset="cifar10", model="resnet18", epochs=18, batch_size=512, augment="flipcrop"),
+        surrogate_epochs=10, tracked_methods=TRACKED_METHODS,
+        description="CIFAR-10, ResNet-18, all 60k images: the GPU reproduction"),
     Profile(
-        "paper", dataset="imagenet100", model="resnet50", epochs=90, batch_size=256, image_size=224,
+        "paper", TrainConfig(dataset="imagenet100", model="resnet50", epochs=90, batch_size=256, image_size=224),
         tracked_methods=TRACKED_METHODS,
         description="ImageNet-100 at 224 px, ResNet-50, the paper's full recipe (section 4.2)"),
 ):
@@ -148,8 +171,13 @@ for _profile in (
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """A registered profile, with optional field overrides (e.g. ``data_root=...``)."""
-    return dataclasses.replace(PROFILES.lookup(name), **overrides)
+    """A registered profile, with optional overrides: of its template's training settings (a
+    :class:`TrainConfig` field, e.g. ``data_root=...``, ``train_limit=...``) or of its own fields
+    (``seeds=...``, ``eval_limit=...``)."""
+    profile = PROFILES.lookup(name)
+    train = {k: v for k, v in overrides.items() if k in TRAIN_FIELDS}
+    own = {k: v for k, v in overrides.items() if k not in TRAIN_FIELDS}
+    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, **train), **own)
 
 
 def run_dir(profile: Profile, runs_root, method: str, seed: int | None = None) -> Path:
