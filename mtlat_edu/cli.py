@@ -38,7 +38,8 @@ from mtlat_edu.models import MODELS
 from mtlat_edu.paper.methods import METHODS
 from mtlat_edu.training import fit
 from mtlat_edu.training.config import TrainConfig, field_value, option_exceptions
-from mtlat_edu.training.profiles import FIXED_SETTINGS, PROFILES, check_seeds, check_settings, get_profile, train_seeds
+from mtlat_edu.training.profiles import (FIXED_SETTINGS, PROFILES, changes_weights, check_seeds, check_settings,
+                                         get_profile, train_seeds)
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder, train_group
 from mtlat_edu.training.step_cost import step_table, time_steps
 
@@ -161,7 +162,8 @@ def cmd_train_profile(args) -> int:
     and the notebooks find them; finished runs are reused. Under torchrun each run is one DDP job."""
     profile = get_profile(args.profile, **({"data_root": args.data_root} if args.data_root else {}))
     device = args.device or "auto"
-    overrides = check_settings(profile, profile_overrides(args), device, args.methods)  # before anything trains
+    overrides = check_settings(profile, profile_overrides(args), device, args.methods,  # before anything trains
+                               surrogate=not args.no_surrogate)
     train_seeds(profile, args.runs, methods=args.methods, surrogate=not args.no_surrogate, seeds=args.seeds,
                 device=device, **overrides)
     if D.is_main():
@@ -317,7 +319,7 @@ def cmd_reproduce(args) -> int:
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
                            extra_parameters={"seeds": seeds}, progress=not args.no_progress,
                            reproduce=not args.use_shipped, settings=profile_overrides(args))
-    if report.ok and not args.use_shipped:
+    if report.ok and not args.use_shipped and not changes_weights(profile_overrides(args)):  # else: other runs
         print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs, (seeds or [0])[0])))
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():

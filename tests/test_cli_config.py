@@ -148,6 +148,14 @@ def test_settings_are_checked_once_where_they_enter():
         check_settings(smoke, {"batch_size": 7})
     with pytest.raises(ValueError, match="settings: expected a dict"):
         check_settings(smoke, [("eps_max", 0.01)])
+    # epochs reach every run, the surrogate's included (a profile's own surrogate_epochs otherwise)
+    assert check_settings(smoke, {"epochs": 2}) == {"epochs": 2} and smoke.surrogate_config(epochs=2).epochs == 2
+    cifar = get_profile("cifar10")
+    assert (cifar.surrogate_config().epochs, cifar.surrogate_config(epochs=3).epochs, cifar.epochs) == (10, 3, 18)
+    assert check_settings(smoke, {"batch_size": 7}, methods=["standard"]) == {"batch_size": 7}  # no split batch
+    from mtlat_edu.training.profiles import changes_weights
+    assert changes_weights({"eps_max": 0.01}) and changes_weights({"epochs": 2, "compile": True})
+    assert not changes_weights({"data_mode": "stream", "compile": True, "workers": 2}) and not changes_weights({})
 
 
 def test_train_profile_takes_the_method_settings_and_checks_them_before_training(capsys, tmp_path):
@@ -158,6 +166,8 @@ def test_train_profile_takes_the_method_settings_and_checks_them_before_training
     assert not {"--method", "--seed", "--model", "--dataset", "--track-robustness"} & options  # the profile's own
     assert cli.main(["train-profile", "--profile", "smoke", "--runs", str(tmp_path), "--eps-max", "1.5"]) == 2
     assert "--eps-max: " in capsys.readouterr().err
+    assert cli.main(["train-profile", "--profile", "smoke", "--runs", str(tmp_path), "--epochs", "0"]) == 2
+    assert "--epochs: " in capsys.readouterr().err  # reaches every run, the surrogate's too, and is checked there
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
 
 

@@ -181,6 +181,13 @@ def test_session_settings_train_their_own_runs(pretrained, tmp_path):
     assert (saved["eps_max"], saved["lr"], saved["epochs"]) == (0.01, 0.004, SMOKE.epochs)
     plain = session.setup("smoke", device="cpu", runs_root=own, shipped_root=pretrained, verbose=False)
     assert plain.settings == {} and plain.config().eps_max == 0.025 and plain.uses_shipped
+    # the finished run in ``own`` was trained with other settings: never reused as the profile's run
+    with pytest.raises(ValueError, match=r"holds a finished run of other settings .*'eps_max': \(0.01, 0.025\)"):
+        plain.train(["mtlat"], surrogate=False, progress=False)
+    # settings that do not change the weights (speed, data handling) keep the shipped models
+    fast = session.setup("smoke", device="cpu", runs_root=own, shipped_root=pretrained, verbose=False,
+                         settings={"data_mode": "memory", "eval_batch_size": 50})
+    assert fast.uses_shipped and fast.config().eval_batch_size == 50
     with pytest.raises(ValueError, match="settings: 'seed' comes from the profile or the course"):
         session.setup("smoke", device="cpu", runs_root=own, settings={"seed": 3}, verbose=False)
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from mtlat_edu.core import checks, io as mio
 from mtlat_edu.course.session import NOTEBOOK_DIR
-from mtlat_edu.training.profiles import PROFILES, Profile, check_settings, get_profile, train_course
+from mtlat_edu.training.profiles import PROFILES, Profile, changes_weights, check_settings, get_profile, train_course
 from mtlat_edu.training.runs import DEFAULT_RUNS
 
 NOTEBOOKS: tuple[str, ...] = (
@@ -202,7 +202,7 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
         f"  runs    {params['runs_root']}/{profile}\n  output  {out}")
     results: list[NotebookResult] = []
     training = None
-    if reproduce and any(p.name in NEEDS_RUNS for p in paths):
+    if (reproduce or changes_weights(settings)) and any(p.name in NEEDS_RUNS for p in paths):
         training = _train_first(prof, params, settings, device, log, progress)
     saved_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if threads:

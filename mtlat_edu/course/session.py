@@ -32,8 +32,8 @@ from mtlat_edu.data import REPO_ROOT
 from mtlat_edu.training.checkpoints import read_history
 from mtlat_edu.training.config import TrainConfig
 from mtlat_edu.training.loop import TrainResult, fit
-from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, check_seeds, check_settings, get_profile,
-                                         load_profile_data, run_dir, train_seeds)
+from mtlat_edu.training.profiles import (PROFILES, SURROGATE, Profile, changes_weights, check_seeds, check_settings,
+                                         get_profile, load_profile_data, run_dir, train_seeds)
 from mtlat_edu.training.runs import DEFAULT_RUNS, TRACKED
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"  # the course's notebooks in a source checkout
@@ -133,7 +133,8 @@ class Course:
             f"runs        {self.runs_root / p.name}  (trained models, reused when present)",
             "shipped     " + (f"models of {ship.profile_folder(p.name, self.shipped_root)} stand in for missing runs"
                                if self.uses_shipped else "not used (" + ("reproduce=True: every run is trained"
-                               if self.reproduce else "settings of its own: every run is trained" if self.settings
+                               if self.reproduce else "settings of its own: every run is trained"
+                               if changes_weights(self.settings)
                                else "several seeds: every run is trained") + ")"),
             f"results     {self.out_dir}",
         ]
@@ -189,8 +190,8 @@ class Course:
     @property
     def uses_shipped(self) -> bool:
         """Shipped models stand in for missing runs: not when reproducing, not with several seeds, not
-        with settings of its own (the shipped models were trained with the profile's)."""
-        return not self.reproduce and len(self.seeds) == 1 and not self.settings
+        with settings that change the weights (the shipped models were trained with the profile's)."""
+        return not self.reproduce and len(self.seeds) == 1 and not changes_weights(self.settings)
 
     def shipped_entry(self, name: str, seed: int | None = None, profile: Profile | None = None,
                       group: str = ship.RUNS_GROUP, weights: bool = True) -> dict | None:
@@ -334,7 +335,9 @@ class Course:
         short = self.short_profile()
         if short.name != self.profile.name:
             self._runs(short, self.runs_root, methods, False, weights=False, progress=progress, seeds=self.seeds[:1])
-        label = lambda p: f"{p.name}: {p.train_limit or 'all'} images, {p.epochs} epochs"  # noqa: E731
+        def label(p: Profile) -> str:
+            cfg = p.train_config("standard", **self.settings)  # what the runs were trained with
+            return f"{p.name}: {cfg.train_limit or 'all'} images, {cfg.epochs} epochs"
         return {label(short): self.histories(methods, profile=short),
                 label(self.profile): self.histories(methods)}
 
@@ -347,9 +350,8 @@ class Course:
             return "shipped (not trained)"
         hist = read_history(d)
         if hist:
-            epochs = self.profile.surrogate_epochs if name == SURROGATE and self.profile.surrogate_epochs \
-                else self.profile.epochs
-            return f"partial ({hist[-1]['epoch']}/{epochs} epochs)"
+            cfg = self.profile.surrogate_config(**self.settings) if name == SURROGATE else self.config(name)
+            return f"partial ({hist[-1]['epoch']}/{cfg.epochs} epochs)"
         return "missing"
 
     def plan(self) -> str:
@@ -407,7 +409,7 @@ class Course:
         """The settings of this notebook run, for a results JSON."""
         p = self.profile
         return {"profile": p.name, "dataset": p.dataset, "synthetic_data": self.synthetic, "model": p.model,
-                "epochs": p.epochs, "train_images": p.train_limit, "seeds": list(self.seeds),
+                "epochs": self.config().epochs, "train_images": self.config().train_limit, "seeds": list(self.seeds),
                 "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}, "device": self.device, "device_description": device_description(self.device),
                 "runs_root": str(self.runs_root), "output_dir": str(self.output_dir), "notebook": self.notebook,
                 "torch": torch.__version__}

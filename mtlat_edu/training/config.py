@@ -49,9 +49,9 @@ def field_value(value):
 def setting(default, help: str = "", *, choices=None, metavar: str | None = None, flag: str | None = None,
             option: str | None = None):
     """A :class:`TrainConfig` field with what its command-line option needs, so that a setting is
-    declared once, here: ``mtlat-edu train`` and ``train-profile`` generate their options from the
-    fields (:func:`mtlat_edu.cli.add_setting_options`; type, ``nargs`` and flags from the annotation,
-    the default from the field).
+    declared once, here: ``mtlat-edu train``, ``train-profile`` and ``reproduce`` generate their options
+    from the fields (:func:`mtlat_edu.cli.add_setting_options`; type, ``nargs`` and flags from the
+    annotation, the default from the field), and the notebooks take any of them in their ``settings``.
 
     ``help``: the option's help; ``choices``: the allowed names (a registry or a tuple); ``metavar``;
     ``flag``: the option string of a bool whose default is True (``--no-amp`` sets ``amp`` False);
@@ -196,6 +196,17 @@ class TrainConfig:
         for k in NOT_IDENTITY:
             d.pop(k)
         return d
+
+    def differences(self, saved) -> dict:
+        """``{field: (saved value, this value)}`` for the :meth:`identity` fields in which a saved run's
+        config (a dict: ``config.json``, a checkpoint's ``config``) differs from this one; a field added
+        after the run was saved counts with its default. Empty: the same run."""
+        asked = self.identity()
+        if not isinstance(saved, dict):
+            return {"config": (saved, "a dict of training settings")}
+        defaults = TrainConfig().identity()
+        values = {k: field_value(saved.get(k, defaults.get(k))) for k in asked}
+        return {k: (v, asked[k]) for k, v in values.items() if v != asked[k]}
 
 
 def lr_factor(step: int, total_steps: int, epochs_ref: int = PAPER_EPOCHS,

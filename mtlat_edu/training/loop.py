@@ -49,7 +49,7 @@ from mtlat_edu.paper.methods import ADVERSARIAL, trusted_method
 from mtlat_edu.robustness.measure import CLEAN, accuracy, measure_cell
 from mtlat_edu.training.checkpoints import (CHECKPOINT_KEYS, RESUME_REMEDY, checkpoint_state,
                                             save_model)
-from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, field_value, lr_factor
+from mtlat_edu.training.config import TRACK_SEVERITY, TrainConfig, lr_factor
 
 
 def epoch_accuracy(model: torch.nn.Module, data: ImageData | FileImageData, batch_size: int = 1000, device=None,
@@ -227,12 +227,8 @@ def _fit(cfg: TrainConfig, out: Path | None, train_data, test_data, resume: bool
     ckpt_path = out / "checkpoint.pt" if out else None
     if D.broadcast_object(bool(out and resume and ckpt_path.exists())):
         state = mio.load_torch(ckpt_path, "training checkpoint", RESUME_REMEDY, device, CHECKPOINT_KEYS)
-        asked = cfg.identity()
-        defaults = TrainConfig().identity()  # a field added after the run was saved holds its default
-        saved = {k: field_value(state["config"].get(k, defaults.get(k))) for k in asked} \
-            if isinstance(state["config"], dict) else {}
-        if saved != asked:
-            diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
+        diff = cfg.differences(state["config"])
+        if diff:
             raise ValueError(f"out_dir: {out} holds a checkpoint of a different run (saved vs asked: {diff}); "
                              "use another out_dir or resume=False (--no-resume)")
         saved_world = state.get("world_size", 1)

@@ -29,12 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mtlat_edu.core import distributed as D
+from mtlat_edu.core import io as mio
 from mtlat_edu.core.checks import resolve_device
 from mtlat_edu.core.registry import Registry
 from mtlat_edu.data import ImageData, load_dataset
 from mtlat_edu.paper.methods import ADVERSARIAL, FUTURE_METHODS, METHODS, TABLE_METHODS  # noqa: F401  (re-exported)
 from mtlat_edu.training.checkpoints import load_checkpoint
-from mtlat_edu.training.config import TrainConfig, field_value
+from mtlat_edu.training.config import NOT_IDENTITY, TrainConfig, field_value
 from mtlat_edu.training.loop import TrainResult, fit, run_data
 from mtlat_edu.training.runs import DEFAULT_RUNS, run_folder
 
@@ -120,8 +121,8 @@ class Profile:
     def surrogate_config(self, **overrides) -> TrainConfig:
         """The VGG surrogate of the black-box attacks: trained with ``standard`` on the same data."""
         untracked = {"track_robustness": 0, "track_corruption": None}  # notebook 05 tracks the methods only
-        return self.train_config("standard", model=self.surrogate_model,
-                                 epochs=self.surrogate_epochs or self.epochs, **{**untracked, **overrides})
+        return self.train_config("standard", **{"model": self.surrogate_model,
+                                                "epochs": self.surrogate_epochs or self.epochs, **untracked, **overrides})
 
 
 # the runs notebook 05 shows robustness during training for: standard, the adversarial training whose
@@ -261,6 +262,12 @@ def _train_missing(jobs, device: str, progress: bool, workers: int | None) -> li
     """Train the jobs without a finished ``model.pt`` (interrupted ones resume): in ``workers``
     processes on a CPU (default :func:`default_workers`), in turn otherwise; returns those trained."""
     todo = [j for j in jobs if not (j[3] / "model.pt").exists()]
+    for name, seed, cfg, out in jobs:  # a finished run is reused only when it is the run asked for
+        if (out / "model.pt").exists() and (out / "config.json").exists():
+            diff = cfg.differences(mio.read_json(out / "config.json"))
+            if diff:
+                raise ValueError(f"runs: {out} holds a finished run of other settings (saved vs asked: {diff}); "
+                                 "train these settings into their own runs folder (--runs, the notebooks' runs_root)")
     workers = default_workers(device, len(todo)) if workers is None else workers
     if D.launched():  # one DDP job per run, every rank on the list rank 0 found
         D.init(D.local_device(resolve_device(device)))
@@ -277,12 +284,12 @@ def _train_missing(jobs, device: str, progress: bool, workers: int | None) -> li
     return todo
 
 
-def check_settings(profile: Profile, settings=None, device: str = "auto", methods=None) -> dict:
+def check_settings(profile: Profile, settings=None, device: str = "auto", methods=None, surrogate: bool = True) -> dict:
     """Training settings that differ from the profile's (``{TrainConfig field: value}``: the options of
     ``train-profile`` and ``reproduce``, the notebooks' ``settings`` parameter), checked once where they
     enter: each a field of :class:`TrainConfig` that the profile does not fix (:data:`FIXED_SETTINGS`,
-    the device), and every run of the profile (``methods``, default its own, and the surrogate) valid
-    with them. Returns them as the dataclass holds them (lists as tuples). A setting that changes
+    the device), and every run of the profile (``methods``, default its own, and the surrogate unless
+    ``surrogate`` is False) valid with them; they apply to every run, the surrogate's ``epochs`` included. Returns them as the dataclass holds them (lists as tuples). A setting that changes
     the weights (``eps_max``, ``lr``, ``epochs``, ...) makes other runs: give them their own runs root."""
     if settings is None:
         return {}
@@ -297,8 +304,15 @@ def check_settings(profile: Profile, settings=None, device: str = "auto", method
     settings = {k: field_value(v) for k, v in settings.items()}
     for method in methods or profile.methods:
         profile.train_config(method, device=device, **settings).validate()
-    profile.surrogate_config(device=device, **settings).validate()
+    if surrogate:
+        profile.surrogate_config(device=device, **settings).validate()
     return settings
+
+
+def changes_weights(settings) -> bool:
+    """Whether ``settings`` change what a run learns (a field of the run's identity, not a speed,
+    device or tracking setting such as ``data_mode`` or ``compile``): such runs are other runs."""
+    return any(k not in NOT_IDENTITY for k in settings or {})
 
 
 def course_jobs(profile: Profile, runs_root=DEFAULT_RUNS, seeds=None, device: str = "auto", **overrides) -> list:

@@ -33,7 +33,8 @@ def time_steps(methods=("standard", "mtlat"), model_name="resnet18", batch_size=
     device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(model_name, 10).to(device)
-    # the weights keep build_model's channels-last order, as in fit; the batch follows fit's fast path
+    # the weights keep build_model's channels-last order, as in fit; the batch is channels-last on CUDA
+    # unless channels_last=False (then NCHW batches against channels-last weights, not a full NCHW path)
     mem = torch.channels_last if (device.type == "cuda" and channels_last) else torch.contiguous_format
     run_model = torch.compile(model) if (compile and device.type == "cuda") else model
     opt = torch.optim.Adam(model.parameters(), lr=0.002, weight_decay=1e-4)
