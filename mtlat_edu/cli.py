@@ -314,12 +314,13 @@ def add_reproduce_args(p) -> None:
 def cmd_reproduce(args) -> int:
     """The body of ``mtlat-edu reproduce``: 0 when every notebook ran, 1 at the first failure."""
     seeds = None if args.seeds is None else list(check_seeds(args.seeds))
+    settings = profile_overrides(args)
     report = run_notebooks(args.profile, out=args.out, notebooks=args.notebooks, device=args.device,
                            runs_root=args.runs, data_root=args.data_root, threads=args.threads,
                            cell_timeout=args.cell_timeout, notebook_folder=args.notebook_dir,
                            extra_parameters={"seeds": seeds}, progress=not args.no_progress,
-                           reproduce=not args.use_shipped, settings=profile_overrides(args))
-    if report.ok and not args.use_shipped and not changes_weights(profile_overrides(args)):  # else: other runs
+                           reproduce=not args.use_shipped, settings=settings)
+    if report.ok and not args.use_shipped and not changes_weights(settings):  # else: other runs than the shipped
         print("\n" + "\n".join(shipped.compare_with_runs(args.profile, args.runs, (seeds or [0])[0])))
     claims = report.out / "benchmark" / "claims.json"
     if report.ok and claims.exists():

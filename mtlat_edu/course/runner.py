@@ -196,7 +196,7 @@ def run_notebooks(profile: str = "cpu", out=None, notebooks: Sequence[str] | Non
     params = {"profile": profile, "device": device, "runs_root": str(Path(runs_root).expanduser().resolve()),
               "output_dir": str(out), "data_root": str(Path(data_root).expanduser().resolve()) if data_root else None,
               "reproduce": bool(reproduce),
-              "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+              "settings": mio.json_ready(settings)}
     params.update(extra_parameters or {})
     log(f"mtlat-edu reproduce: profile {profile}, device {device}, {len(paths)} notebook(s)\n"
         f"  runs    {params['runs_root']}/{profile}\n  output  {out}")

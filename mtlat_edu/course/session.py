@@ -132,10 +132,7 @@ class Course:
                               if self.settings else "the profile's"),
             f"runs        {self.runs_root / p.name}  (trained models, reused when present)",
             "shipped     " + (f"models of {ship.profile_folder(p.name, self.shipped_root)} stand in for missing runs"
-                               if self.uses_shipped else "not used (" + ("reproduce=True: every run is trained"
-                               if self.reproduce else "settings of its own: every run is trained"
-                               if changes_weights(self.settings)
-                               else "several seeds: every run is trained") + ")"),
+                               if self.uses_shipped else f"not used ({self._why_trained()}: every run is trained)"),
             f"results     {self.out_dir}",
         ]
         return "\n".join(lines)
@@ -185,6 +182,11 @@ class Course:
                 break
         idx = torch.tensor(picked)
         return data.float_images(idx), data.labels[idx]
+
+    def _why_trained(self) -> str:
+        """Why shipped models do not stand in (:attr:`uses_shipped` is False)."""
+        return ("reproduce=True" if self.reproduce else "settings of its own" if changes_weights(self.settings)
+                else "several seeds")
 
     # ---- runs: the run folder, else a shipped model, else train
     @property
@@ -287,9 +289,10 @@ class Course:
         return {name: res.model.eval() for name, res in self.train(methods, surrogate, progress).items()}
 
     def config(self, method: str = "mtlat") -> TrainConfig:
-        """The training settings of this course's run of ``method`` (the profile's, with the notebook's
-        ``settings``): ``S.config().eps_max`` is the training attack's largest epsilon."""
-        return self.profile.train_config(method, device=self.device, seed=self.seeds[0], **self.settings)
+        """The training settings of this course's run of ``method`` or of the surrogate (the profile's,
+        with the notebook's ``settings``): ``S.config().eps_max`` is the training attack's largest epsilon."""
+        kw = {"device": self.device, "seed": self.seeds[0], **self.settings}
+        return self.profile.surrogate_config(**kw) if method == SURROGATE else self.profile.train_config(method, **kw)
 
     def run_dir(self, method: str, seed: int | None = None) -> Path:
         """The run folder of ``method`` (``seed``: the course's first), ``<runs_root>/<profile>/<method>/seed<k>``
@@ -350,8 +353,7 @@ class Course:
             return "shipped (not trained)"
         hist = read_history(d)
         if hist:
-            cfg = self.profile.surrogate_config(**self.settings) if name == SURROGATE else self.config(name)
-            return f"partial ({hist[-1]['epoch']}/{cfg.epochs} epochs)"
+            return f"partial ({hist[-1]['epoch']}/{self.config(name).epochs} epochs)"
         return "missing"
 
     def plan(self) -> str:
@@ -360,7 +362,7 @@ class Course:
         rows = [f"{'run':<14} {'seed':>4} {'model':<10} {'epochs':>6}  {'status':<22} folder"]
         for seed in self.seeds:
             for name in (*p.methods, SURROGATE):
-                cfg = p.surrogate_config(**self.settings) if name == SURROGATE else p.train_config(name, **self.settings)
+                cfg = self.config(name)
                 rows.append(f"{name:<14} {seed:>4} {cfg.model:<10} {cfg.epochs:>6}  {self.run_status(name, seed):<22} "
                             f"{self.run_dir(name, seed)}")
         return "\n".join(rows)
@@ -410,7 +412,8 @@ class Course:
         p = self.profile
         return {"profile": p.name, "dataset": p.dataset, "synthetic_data": self.synthetic, "model": p.model,
                 "epochs": self.config().epochs, "train_images": self.config().train_limit, "seeds": list(self.seeds),
-                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}, "device": self.device, "device_description": device_description(self.device),
+                "settings": mio.json_ready(self.settings), "device": self.device,
+                "device_description": device_description(self.device),
                 "runs_root": str(self.runs_root), "output_dir": str(self.output_dir), "notebook": self.notebook,
                 "torch": torch.__version__}
 

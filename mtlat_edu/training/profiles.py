@@ -58,8 +58,8 @@ class Profile:
     the model and the schedule; each run sets its method, seed and robustness record on a copy,
     :meth:`train_config`): one record of the training settings, with one default per field. The other
     fields say which runs the profile has and how the course and the benchmark read them. The
-    template's data and model fields read through the profile (``profile.dataset`` is
-    ``profile.train.dataset``)."""
+    template's data and model fields (:data:`TEMPLATE_FIELDS`) read through the profile
+    (``profile.dataset`` is ``profile.train.dataset``)."""
     name: str
     train: TrainConfig
     eval_limit: int | None = None        # images of the robustness benchmark (corruptions)
@@ -91,25 +91,11 @@ class Profile:
             return {}
         return self.tracking_settings()
 
-    # the template's fields that the course, the benchmark and the notebooks read through the profile
-    dataset = property(lambda self: self.train.dataset)
-    model = property(lambda self: self.train.model)
-    epochs = property(lambda self: self.train.epochs)
-    batch_size = property(lambda self: self.train.batch_size)
-    data_root = property(lambda self: self.train.data_root)
-    image_size = property(lambda self: self.train.image_size)
-    train_limit = property(lambda self: self.train.train_limit)
-    test_limit = property(lambda self: self.train.test_limit)
-    augment = property(lambda self: self.train.augment)
-
     def record(self) -> dict:
-        """The profile as one flat JSON-ready dict (its name, the template's data, model and schedule,
-        its own fields): what ``claims.json`` records of the profile it judged."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
-        shown = ("dataset", "model", "epochs", "batch_size", "data_root", "image_size", "train_limit", "test_limit",
-                 "augment")
-        return {"name": self.name, **{k: getattr(self.train, k) for k in shown},
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in own.items() if k != "name"}}
+        """The profile as one flat dict (its name, the template's :data:`TEMPLATE_FIELDS`, its own
+        fields): what ``claims.json`` records of the profile it judged."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "train")}
+        return {"name": self.name, **{k: getattr(self.train, k) for k in TEMPLATE_FIELDS}, **own}
 
     def train_config(self, method: str, **overrides) -> TrainConfig:
         """The :class:`TrainConfig` of ``method`` under this profile: a copy of the template with the
@@ -124,6 +110,13 @@ class Profile:
         return self.train_config("standard", **{"model": self.surrogate_model,
                                                 "epochs": self.surrogate_epochs or self.epochs, **untracked, **overrides})
 
+
+# The template's fields that the course, the benchmark and the notebooks read through the profile
+# (``profile.epochs`` is ``profile.train.epochs``), and that ``Profile.record`` lists.
+TEMPLATE_FIELDS = ("dataset", "model", "epochs", "batch_size", "data_root", "image_size", "train_limit", "test_limit",
+                   "augment")
+for _name in TEMPLATE_FIELDS:
+    setattr(Profile, _name, property(lambda self, name=_name: getattr(self.train, name)))
 
 # the runs notebook 05 shows robustness during training for: standard, the adversarial training whose
 # one-step attack can be overfitted, and M-TLAT
